@@ -1,0 +1,1 @@
+//! Command-line flags, spelled as virtiofsd spells them.

@@ -1,0 +1,1 @@
+//! Process-level setup and the serve loop: logging, rlimits, signals, socket.

@@ -1,0 +1,16 @@
+//! `virtiofsd-msb`: a confined passthrough virtio-fs daemon.
+//!
+//! Layers, top to bottom:
+//! - [`transport`]: vhost-user-fs backend (one worker per request queue) and
+//!   a host `/dev/fuse` mode for testing with stock tools;
+//! - [`protocol`]: FUSE decoding (fuse-backend-rs `Server`) plus the requests
+//!   that server does not dispatch itself;
+//! - [`filesystem`]: our passthrough `FileSystem`;
+//! - [`confinement`]: the one place host paths are resolved.
+
+pub mod cli;
+pub mod confinement;
+pub mod daemon;
+pub mod filesystem;
+pub mod protocol;
+pub mod transport;

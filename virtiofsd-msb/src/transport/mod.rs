@@ -1,0 +1,1 @@
+//! Transports carrying FUSE requests to the filesystem.
