@@ -1,7 +1,36 @@
 //! Our passthrough `FileSystem`: serves one host directory, resolving every
 //! guest path through [`crate::confinement`].
+//!
+//! Split by concern: [`inodes`] (node ids, lookup counts, the fd bound),
+//! [`handles`] (open files), [`sys`] (syscall wrappers), and the request
+//! handlers in `entries` (names in directories), `attrs`, `files` (I/O and
+//! locks), `dirs` (directory listing) and `xattrs`; `fs_impl` wires them to
+//! fuse-backend-rs's `FileSystem` trait.
 
+mod attrs;
+mod dirs;
+mod entries;
+pub mod file_handle;
+mod files;
+mod fs_impl;
+pub mod handles;
+pub mod inodes;
+pub mod sys;
+mod xattrs;
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuse_backend_rs::api::filesystem::Entry;
+
+use crate::confinement::{self, ProcSelfFd};
+use file_handle::FileHandles;
+use handles::HandleTable;
+use inodes::{InodeData, InodeFd, InodeStore};
 
 /// How long the guest may cache entries and attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,23 +54,123 @@ pub struct FsConfig {
     pub cache: CachePolicy,
     /// Serve extended attributes (otherwise xattr requests answer ENOSYS).
     pub xattr: bool,
-    /// Most host fds the inode table may hold open at once.
+    /// Most host fds the inode table may hold open at once (open file
+    /// handles are bounded by the same number, separately).
     pub max_inode_fds: usize,
 }
 
 /// The confined passthrough filesystem.
 pub struct ConfinedFs {
     config: FsConfig,
+    inodes: InodeStore,
+    handles: HandleTable,
+    proc_fd: ProcSelfFd,
+    timeout: Duration,
 }
 
 impl ConfinedFs {
     /// Opens the shared directory and prepares the inode table.
-    pub fn new(config: FsConfig) -> std::io::Result<Self> {
-        Ok(ConfinedFs { config })
+    ///
+    /// Sets the process umask to 0: the guest kernel already applied the
+    /// guest's umask to every mode it sends.
+    pub fn new(config: FsConfig) -> io::Result<Self> {
+        let root = open_root(&config.shared_dir)?;
+        let mount_fd = confinement::open_dir_again(root.as_fd(), libc::O_RDONLY)?;
+        let handles = FileHandles::probe(root.as_fd(), mount_fd);
+        if handles.is_none() {
+            tracing::info!("file handles unavailable (no CAP_DAC_READ_SEARCH?): inode fds stay pinned");
+        }
+        let inodes = InodeStore::new(root, handles, config.max_inode_fds)?;
+        // SAFETY: umask only changes the process file-creation mask.
+        unsafe { libc::umask(0) };
+        let timeout = match config.cache {
+            CachePolicy::Never => Duration::ZERO,
+            CachePolicy::Auto => Duration::from_secs(1),
+            CachePolicy::Always => Duration::from_secs(86_400),
+        };
+        Ok(ConfinedFs {
+            handles: HandleTable::new(config.max_inode_fds),
+            config,
+            inodes,
+            proc_fd: ProcSelfFd::open()?,
+            timeout,
+        })
     }
 
     /// The settings this filesystem was built with.
     pub fn config(&self) -> &FsConfig {
         &self.config
     }
+
+    /// Number of host fds the inode table holds now (for tests and logs).
+    pub fn open_inode_fds(&self) -> usize {
+        self.inodes.open_fds()
+    }
+
+    /// `EROFS` when the share is read-only.
+    fn check_writable(&self) -> io::Result<()> {
+        if self.config.readonly {
+            Err(io::Error::from_raw_os_error(libc::EROFS))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The inode `id` and its `O_PATH` fd.
+    fn inode(&self, id: u64) -> io::Result<(Arc<InodeData>, InodeFd)> {
+        let inode = self.inodes.get(id)?;
+        let fd = self.inodes.fd(&inode)?;
+        Ok((inode, fd))
+    }
+
+    /// The directory `id` and its fd; `ENOTDIR` for anything else.
+    fn dir(&self, id: u64) -> io::Result<InodeFd> {
+        let (inode, fd) = self.inode(id)?;
+        if !inode.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        Ok(fd)
+    }
+
+    /// Looks up `name` in directory fd `dir` and registers it: the common
+    /// tail of lookup and of every request that creates an entry.
+    fn entry_at(&self, dir: &InodeFd, name: &std::ffi::CStr) -> io::Result<Entry> {
+        let fd = confinement::open_beneath(dir.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        self.entry_for_fd(fd)
+    }
+
+    /// Registers an `O_PATH` fd as a guest inode and builds its entry.
+    fn entry_for_fd(&self, fd: OwnedFd) -> io::Result<Entry> {
+        let st = sys::stat_fd(fd.as_fd())?;
+        let id = self.inodes.insert_or_ref(fd, &st)?;
+        Ok(self.entry(id, st))
+    }
+
+    fn entry(&self, id: u64, attr: libc::stat64) -> Entry {
+        Entry {
+            inode: id,
+            generation: 0,
+            attr,
+            attr_flags: 0,
+            attr_timeout: self.timeout,
+            entry_timeout: self.timeout,
+        }
+    }
 }
+
+/// Opens the share root as an `O_PATH` directory fd, with an error naming it.
+fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "shared dir path holds a NUL byte"))?;
+    // SAFETY: NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("shared dir {}: {e}", path.display())));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests;

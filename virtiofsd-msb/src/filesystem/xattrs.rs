@@ -1,0 +1,71 @@
+//! Extended attributes, served only with `--xattr`.
+//!
+//! The calls go through `/proc/self/fd/N` of the inode's own fd, so no
+//! guest path is resolved. Symlinks carry no attributes here (Linux refuses
+//! `user.*` on them anyway).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::AsFd;
+
+use fuse_backend_rs::api::filesystem::{GetxattrReply, ListxattrReply};
+
+use super::sys::xattr;
+use super::ConfinedFs;
+use crate::confinement::ProcSelfFd;
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+impl ConfinedFs {
+    /// The `/proc/self/fd` path of `inode`, or `None` for a symlink.
+    fn xattr_path(&self, inode: u64) -> io::Result<Option<(CString, super::inodes::InodeFd)>> {
+        if !self.config.xattr {
+            return Err(errno(libc::ENOSYS));
+        }
+        let (data, fd) = self.inode(inode)?;
+        if data.is_symlink() {
+            return Ok(None);
+        }
+        Ok(Some((ProcSelfFd::path_of(fd.as_fd()), fd)))
+    }
+
+    pub(super) fn do_getxattr(&self, inode: u64, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
+        let Some((path, _fd)) = self.xattr_path(inode)? else { return Err(errno(libc::ENODATA)) };
+        if size == 0 {
+            return Ok(GetxattrReply::Count(xattr::get(&path, name, &mut [])? as u32));
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = xattr::get(&path, name, &mut buf)?;
+        buf.truncate(n);
+        Ok(GetxattrReply::Value(buf))
+    }
+
+    pub(super) fn do_listxattr(&self, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        let Some((path, _fd)) = self.xattr_path(inode)? else {
+            return Ok(if size == 0 { ListxattrReply::Count(0) } else { ListxattrReply::Names(Vec::new()) });
+        };
+        if size == 0 {
+            return Ok(ListxattrReply::Count(xattr::list(&path, &mut [])? as u32));
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = xattr::list(&path, &mut buf)?;
+        buf.truncate(n);
+        Ok(ListxattrReply::Names(buf))
+    }
+
+    pub(super) fn do_setxattr(&self, inode: u64, name: &CStr, value: &[u8], flags: u32) -> io::Result<()> {
+        let target = self.xattr_path(inode)?;
+        self.check_writable()?;
+        let Some((path, _fd)) = target else { return Err(errno(libc::EPERM)) };
+        xattr::set(&path, name, value, flags as i32)
+    }
+
+    pub(super) fn do_removexattr(&self, inode: u64, name: &CStr) -> io::Result<()> {
+        let target = self.xattr_path(inode)?;
+        self.check_writable()?;
+        let Some((path, _fd)) = target else { return Err(errno(libc::ENODATA)) };
+        xattr::remove(&path, name)
+    }
+}
