@@ -1,10 +1,11 @@
-//! `msb-init`: PID 1 of the guest.
+//! `msb-init`: PID 1 of the micro-VM guest (see `guest_init::init`).
 //!
-//! The guest init is tracked in the project's issues; until it lands the
-//! test guests boot a busybox shell init (scripts/build-test-initramfs.sh).
-//! Run outside a guest, this binary says so and exits with status 2.
+//! Run as anything but PID 1 it refuses, so it cannot power off a host.
 
 fn main() {
-    eprintln!("msb-init: the guest init is not built yet; test guests use scripts/build-test-initramfs.sh");
-    std::process::exit(2);
+    if std::process::id() != 1 {
+        eprintln!("msb-init: must run as PID 1 inside an msb guest");
+        std::process::exit(2);
+    }
+    guest_init::init::run_as_pid1()
 }

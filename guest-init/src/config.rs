@@ -1,0 +1,265 @@
+//! The launcher ↔ guest contract: what to mount and run ([`GuestConfig`]),
+//! and how it ended ([`GuestStatus`]).
+//!
+//! The launcher writes `config.json` onto a small virtio-fs share tagged
+//! [`CONTROL_TAG`]; `msb-init` mounts it at [`CONTROL_MOUNT`], reads the
+//! config, and writes `status.json` there before powering off.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the config document this crate reads and writes.
+pub const CONFIG_VERSION: u32 = 1;
+/// virtio-fs tag of the control share.
+pub const CONTROL_TAG: &str = "msb-control";
+/// Where `msb-init` mounts the control share.
+pub const CONTROL_MOUNT: &str = "/run/msb";
+/// Config file name on the control share.
+pub const CONFIG_FILE: &str = "config.json";
+/// Status file name on the control share.
+pub const STATUS_FILE: &str = "status.json";
+/// Where the root share is mounted when the command runs in a `--rootfs`.
+pub const NEW_ROOT: &str = "/newroot";
+
+/// Everything the guest needs to know to run one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    /// Must equal [`CONFIG_VERSION`].
+    pub version: u32,
+    /// Program and arguments; the program is looked up in `PATH` when it
+    /// holds no `/`.
+    pub command: Vec<String>,
+    /// Environment entries, `KEY=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory of the command (inside the rootfs when one is set).
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// User the command runs as.
+    #[serde(default)]
+    pub uid: u32,
+    /// Group the command runs as.
+    #[serde(default)]
+    pub gid: u32,
+    /// virtio-fs tag of a share that becomes the command's root.
+    #[serde(default)]
+    pub rootfs_tag: Option<String>,
+    /// Mounts, applied in order.
+    #[serde(default)]
+    pub mounts: Vec<GuestMount>,
+    /// Where the command's stdout and stderr go.
+    pub stdio: StdioChannels,
+}
+
+/// Mount flags shared by every mount kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountFlags {
+    /// Read-only.
+    #[serde(default)]
+    pub ro: bool,
+    /// No program execution.
+    #[serde(default)]
+    pub noexec: bool,
+    /// setuid/setgid bits ignored.
+    #[serde(default)]
+    pub nosuid: bool,
+    /// Device nodes not usable.
+    #[serde(default)]
+    pub nodev: bool,
+}
+
+/// One mount inside the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum GuestMount {
+    /// A virtio-fs share served by `virtiofsd-msb`.
+    Virtiofs {
+        /// Device tag.
+        tag: String,
+        /// Absolute guest path.
+        target: String,
+        /// Mount flags.
+        #[serde(default)]
+        flags: MountFlags,
+    },
+    /// A tmpfs.
+    Tmpfs {
+        /// Absolute guest path.
+        target: String,
+        /// Size limit in bytes (kernel default when absent).
+        #[serde(default)]
+        size_bytes: Option<u64>,
+        /// Mount flags.
+        #[serde(default)]
+        flags: MountFlags,
+    },
+    /// A virtio-blk disk, found by its serial.
+    Block {
+        /// The serial the launcher gave the disk.
+        serial: String,
+        /// Absolute guest path.
+        target: String,
+        /// Filesystem type; detected from the superblock when absent.
+        #[serde(default)]
+        fstype: Option<String>,
+        /// Mount flags.
+        #[serde(default)]
+        flags: MountFlags,
+    },
+}
+
+impl GuestMount {
+    /// The guest path this mount lands on.
+    pub fn target(&self) -> &str {
+        match self {
+            GuestMount::Virtiofs { target, .. }
+            | GuestMount::Tmpfs { target, .. }
+            | GuestMount::Block { target, .. } => target,
+        }
+    }
+}
+
+/// Output channels of the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioChannels {
+    /// Where stdout goes.
+    pub stdout: OutputChannel,
+    /// Where stderr goes.
+    pub stderr: OutputChannel,
+}
+
+/// A guest character device carrying output to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum OutputChannel {
+    /// A named virtio-serial port (QEMU `virtserialport,name=…`).
+    Port {
+        /// The port name.
+        name: String,
+    },
+    /// A device path such as `/dev/hvc0` or `/dev/ttyS0`.
+    Device {
+        /// The device path.
+        path: String,
+    },
+}
+
+/// How the run ended, as the guest reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GuestStatus {
+    /// The command exited with `code`.
+    Exited {
+        /// Exit code.
+        code: i32,
+    },
+    /// The command was killed by `signal`.
+    Signaled {
+        /// Signal number.
+        signal: i32,
+    },
+    /// The guest could not run the command.
+    InitFailed {
+        /// What failed.
+        stage: InitStage,
+        /// A message naming the bad input.
+        message: String,
+    },
+}
+
+/// The step of `msb-init` that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitStage {
+    /// Reading or checking the config.
+    Config,
+    /// Loading kernel modules or mounting system filesystems.
+    Setup,
+    /// A configured mount.
+    Mount,
+    /// The command was not found.
+    CommandNotFound,
+    /// The command could not be started (permissions, bad workdir, …).
+    Exec,
+}
+
+impl GuestConfig {
+    /// Checks what serde cannot: version, a non-empty command, absolute
+    /// targets. The message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != CONFIG_VERSION {
+            return Err(format!("config version {} (this init reads {CONFIG_VERSION})", self.version));
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err("command is empty".into());
+        }
+        for m in &self.mounts {
+            let t = m.target();
+            if !t.starts_with('/') || t.split('/').any(|c| c == "..") {
+                return Err(format!("mount target {t:?} must be an absolute path without '..'"));
+            }
+        }
+        if let Some(w) = &self.workdir {
+            if !w.starts_with('/') {
+                return Err(format!("workdir {w:?} must be absolute"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> GuestConfig {
+        GuestConfig {
+            version: CONFIG_VERSION,
+            command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            env: vec!["A=1".into()],
+            workdir: Some("/".into()),
+            uid: 0,
+            gid: 0,
+            rootfs_tag: None,
+            mounts: vec![
+                GuestMount::Virtiofs { tag: "m0".into(), target: "/data".into(), flags: MountFlags { ro: true, ..Default::default() } },
+                GuestMount::Tmpfs { target: "/tmp".into(), size_bytes: Some(1 << 20), flags: MountFlags::default() },
+                GuestMount::Block { serial: "msb-d0".into(), target: "/disk".into(), fstype: None, flags: MountFlags::default() },
+            ],
+            stdio: StdioChannels {
+                stdout: OutputChannel::Port { name: "msb.stdout".into() },
+                stderr: OutputChannel::Device { path: "/dev/ttyS0".into() },
+            },
+        }
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let c = sample();
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains(r#""type":"virtiofs""#), "{text}");
+        assert_eq!(serde_json::from_str::<GuestConfig>(&text).unwrap(), c);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_configs_are_named() {
+        let mut c = sample();
+        c.mounts.push(GuestMount::Tmpfs { target: "rel".into(), size_bytes: None, flags: MountFlags::default() });
+        assert!(c.validate().unwrap_err().contains("\"rel\""));
+        let mut c = sample();
+        c.command.clear();
+        assert!(c.validate().unwrap_err().contains("command"));
+        assert!(serde_json::from_str::<GuestConfig>(r#"{"version":1,"command":["x"],"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn status_json_is_tagged() {
+        let s = GuestStatus::InitFailed { stage: InitStage::Mount, message: "m".into() };
+        let t = serde_json::to_string(&s).unwrap();
+        assert_eq!(t, r#"{"outcome":"init_failed","stage":"mount","message":"m"}"#);
+        assert_eq!(serde_json::from_str::<GuestStatus>(&t).unwrap(), s);
+    }
+}

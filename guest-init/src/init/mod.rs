@@ -1,0 +1,97 @@
+//! What `msb-init` does as PID 1:
+//!
+//! 1. mount proc, sysfs, devtmpfs and /run; load the initramfs's kernel
+//!    modules in the order the initramfs builder recorded;
+//! 2. mount the control share and read the config;
+//! 3. apply the configured mounts (under the rootfs share when one is set);
+//! 4. run the command with its output on the configured channels and reap
+//!    every zombie until it ends;
+//! 5. write the status back to the control share, sync, power off.
+//!
+//! Every failure becomes a [`GuestStatus::InitFailed`] naming the bad input;
+//! PID 1 never exits (that would panic the kernel) and never hangs.
+
+pub mod fstype;
+pub mod modules;
+pub mod mounts;
+pub mod process;
+pub mod sys;
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::config::{
+    GuestConfig, GuestStatus, InitStage, CONFIG_FILE, CONTROL_MOUNT, CONTROL_TAG, NEW_ROOT, STATUS_FILE,
+};
+
+/// Writes a line to the kernel console (what the launcher logs on failure).
+fn console(msg: &str) {
+    if let Ok(mut c) = std::fs::OpenOptions::new().write(true).open("/dev/console") {
+        let _ = writeln!(c, "msb-init: {msg}");
+    }
+}
+
+fn failed(stage: InitStage, message: String) -> GuestStatus {
+    GuestStatus::InitFailed { stage, message }
+}
+
+/// Runs the whole guest lifetime. Never returns.
+pub fn run_as_pid1() -> ! {
+    let status = match setup_and_run() {
+        Ok(status) | Err(status) => status,
+    };
+    if let GuestStatus::InitFailed { message, .. } = &status {
+        console(message);
+    }
+    report(&status);
+    sys::power_off()
+}
+
+fn setup_and_run() -> Result<GuestStatus, GuestStatus> {
+    mounts::mount_system("").map_err(|m| failed(InitStage::Setup, m))?;
+    modules::load_all(Path::new("/"), Path::new(modules::MODULE_LIST)).map_err(|m| failed(InitStage::Setup, m))?;
+    sys::mkdir_all(CONTROL_MOUNT).map_err(|e| failed(InitStage::Setup, format!("mkdir {CONTROL_MOUNT}: {e}")))?;
+    sys::mount(CONTROL_TAG, CONTROL_MOUNT, "virtiofs", 0, "")
+        .map_err(|e| failed(InitStage::Setup, format!("control share {CONTROL_TAG:?}: {e}")))?;
+    let config = read_config()?;
+
+    let root = match &config.rootfs_tag {
+        Some(tag) => {
+            sys::mkdir_all(NEW_ROOT).map_err(|e| failed(InitStage::Mount, format!("mkdir {NEW_ROOT}: {e}")))?;
+            sys::mount(tag, NEW_ROOT, "virtiofs", 0, "")
+                .map_err(|e| failed(InitStage::Mount, format!("rootfs tag {tag:?}: {e}")))?;
+            mounts::mount_system(NEW_ROOT).map_err(|m| failed(InitStage::Mount, m))?;
+            NEW_ROOT
+        }
+        None => "",
+    };
+    for m in &config.mounts {
+        mounts::apply(root, m).map_err(|msg| failed(InitStage::Mount, msg))?;
+    }
+    let stdout = process::open_channel(&config.stdio.stdout).map_err(|m| failed(InitStage::Setup, m))?;
+    let stderr = process::open_channel(&config.stdio.stderr).map_err(|m| failed(InitStage::Setup, m))?;
+    Ok(process::run(&config, root, stdout, stderr))
+}
+
+fn read_config() -> Result<GuestConfig, GuestStatus> {
+    let path = format!("{CONTROL_MOUNT}/{CONFIG_FILE}");
+    let text = std::fs::read_to_string(&path).map_err(|e| failed(InitStage::Config, format!("{path}: {e}")))?;
+    let config: GuestConfig =
+        serde_json::from_str(&text).map_err(|e| failed(InitStage::Config, format!("{path}: {e}")))?;
+    config.validate().map_err(|m| failed(InitStage::Config, format!("{path}: {m}")))?;
+    Ok(config)
+}
+
+/// Writes the status file and flushes it to the host.
+fn report(status: &GuestStatus) {
+    let path = format!("{CONTROL_MOUNT}/{STATUS_FILE}");
+    let text = serde_json::to_string(status).unwrap_or_default();
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // The launcher reads the console when no status arrives.
+        console(&format!("cannot write {path}: {e}; status {text}"));
+    }
+}
