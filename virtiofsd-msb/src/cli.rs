@@ -1,1 +1,499 @@
 //! Command-line flags, spelled as virtiofsd spells them.
+//!
+//! [`Cli`] is what clap parses; [`Cli::resolve`] checks the combinations clap
+//! cannot express and turns the flags into a [`Config`] the daemon runs with.
+
+use std::os::unix::io::RawFd;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::filesystem::CachePolicy;
+
+/// Default bound on the host fds the inode table may hold open.
+pub const DEFAULT_MAX_INODE_FDS: usize = 65536;
+
+/// Longest tag the virtio-fs configuration space can carry, in bytes.
+pub const MAX_TAG_LEN: usize = 36;
+
+/// The flags of `virtiofsd-msb`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "virtiofsd-msb",
+    version,
+    about = "A confined passthrough virtio-fs daemon (vhost-user-fs backend)",
+    long_about = "A confined passthrough virtio-fs daemon: a drop-in for virtiofsd's common \
+                  flags that serves one host directory to a VM over vhost-user-fs, or on a \
+                  host FUSE mount point (--fuse-mount) for testing with stock tools."
+)]
+pub struct Cli {
+    /// vhost-user socket path to listen on (created; a stale socket file is replaced)
+    #[arg(long, value_name = "PATH", alias = "socket")]
+    pub socket_path: Option<PathBuf>,
+
+    /// File descriptor of an already listening vhost-user unix socket
+    #[arg(long, value_name = "FD")]
+    pub fd: Option<RawFd>,
+
+    /// Serve --shared-dir on this host directory through /dev/fuse instead of vhost-user
+    #[arg(long, value_name = "DIR")]
+    pub fuse_mount: Option<PathBuf>,
+
+    /// Host directory to share with the guest
+    #[arg(long, value_name = "DIR")]
+    pub shared_dir: Option<PathBuf>,
+
+    /// Tag advertised in the device's configuration space (at most 36 bytes);
+    /// enables the vhost-user CONFIG protocol feature
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+
+    /// Reject every mutating request with EROFS
+    #[arg(long)]
+    pub readonly: bool,
+
+    /// How long the guest may cache entries, attributes and data
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = CacheArg::Auto)]
+    pub cache: CacheArg,
+
+    /// Threads handling requests; 0 handles them on each queue's own thread
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub thread_pool_size: usize,
+
+    /// Sandbox mechanism isolating the daemon from the host
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = SandboxArg::None)]
+    pub sandbox: SandboxArg,
+
+    /// Log level (overrides RUST_LOG; default info)
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+
+    /// Serve extended attributes
+    #[arg(long)]
+    pub xattr: bool,
+
+    /// Group (name or numeric id) that owns the socket created by --socket-path
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// RLIMIT_NOFILE to set (0 leaves it unchanged) [default: min(1000000, fs.nr_open)]
+    #[arg(long, value_name = "N")]
+    pub rlimit_nofile: Option<u64>,
+
+    /// Print the vhost-user backend capabilities as JSON and exit
+    #[arg(long)]
+    pub print_capabilities: bool,
+
+    /// Most host fds the inode table holds open at once; must stay below RLIMIT_NOFILE
+    /// [default: 65536, lowered to fit the rlimit]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_inode_fds: Option<u64>,
+}
+
+/// `--cache` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CacheArg {
+    /// No caching: every access goes to the daemon
+    Never,
+    /// Short timeouts; page cache kept while the file is unchanged
+    Auto,
+    /// Long timeouts: the guest has the share to itself
+    Always,
+}
+
+impl From<CacheArg> for CachePolicy {
+    fn from(c: CacheArg) -> Self {
+        match c {
+            CacheArg::Never => CachePolicy::Never,
+            CacheArg::Auto => CachePolicy::Auto,
+            CacheArg::Always => CachePolicy::Always,
+        }
+    }
+}
+
+/// `--sandbox` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxArg {
+    /// Mount namespace + pivot_root into the shared directory (not yet supported)
+    Namespace,
+    /// chroot into the shared directory (not yet supported)
+    Chroot,
+    /// No sandbox: confinement relies on openat2 resolution alone
+    None,
+}
+
+impl SandboxArg {
+    /// The flag's spelling, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxArg::Namespace => "namespace",
+            SandboxArg::Chroot => "chroot",
+            SandboxArg::None => "none",
+        }
+    }
+}
+
+/// `--log-level` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Errors only
+    Error,
+    /// Warnings and errors
+    Warn,
+    /// Informational messages and above
+    Info,
+    /// Debug messages and above
+    Debug,
+    /// Everything
+    Trace,
+    /// Nothing
+    Off,
+}
+
+impl LogLevel {
+    /// The filter directive for this level.
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+            LogLevel::Off => "off",
+        }
+    }
+}
+
+/// Where requests come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// vhost-user, listening on a socket we create at this path.
+    SocketPath(PathBuf),
+    /// vhost-user, on an inherited listening socket.
+    Fd(RawFd),
+    /// Host FUSE, mounted on this directory.
+    FuseMount(PathBuf),
+}
+
+/// Validated settings the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Transport and its endpoint.
+    pub mode: Mode,
+    /// Host directory to share.
+    pub shared_dir: PathBuf,
+    /// Device configuration tag, if any.
+    pub tag: Option<String>,
+    /// Reject mutating requests.
+    pub readonly: bool,
+    /// Guest caching policy.
+    pub cache: CachePolicy,
+    /// Request-handling threads (0: on the queue thread).
+    pub thread_pool_size: usize,
+    /// Serve extended attributes.
+    pub xattr: bool,
+    /// Group owning the created socket.
+    pub socket_group: Option<String>,
+    /// Requested RLIMIT_NOFILE (`None`: the default target; `Some(0)`: unchanged).
+    pub rlimit_nofile: Option<u64>,
+    /// Explicit inode fd bound, if given.
+    pub max_inode_fds: Option<usize>,
+    /// Explicit log level, if given.
+    pub log_level: Option<LogLevel>,
+}
+
+/// A flag combination clap cannot reject by itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl Cli {
+    /// Checks flag combinations and produces the daemon's [`Config`].
+    pub fn resolve(&self) -> Result<Config, UsageError> {
+        let mut modes = Vec::new();
+        if let Some(p) = &self.socket_path {
+            modes.push(Mode::SocketPath(p.clone()));
+        }
+        if let Some(fd) = self.fd {
+            modes.push(Mode::Fd(fd));
+        }
+        if let Some(p) = &self.fuse_mount {
+            modes.push(Mode::FuseMount(p.clone()));
+        }
+        let mode = match modes.len() {
+            1 => modes.remove(0),
+            0 => {
+                return Err(UsageError(
+                    "one of --socket-path, --fd or --fuse-mount is required".into(),
+                ))
+            }
+            _ => {
+                return Err(UsageError(
+                    "--socket-path, --fd and --fuse-mount are mutually exclusive".into(),
+                ))
+            }
+        };
+        if let Mode::Fd(fd) = mode {
+            if fd < 0 {
+                return Err(UsageError(format!("--fd {fd}: not a file descriptor")));
+            }
+        }
+        if self.socket_group.is_some() && !matches!(mode, Mode::SocketPath(_)) {
+            return Err(UsageError("--socket-group needs --socket-path".into()));
+        }
+        let shared_dir = self
+            .shared_dir
+            .clone()
+            .ok_or_else(|| UsageError("--shared-dir is required".into()))?;
+        if shared_dir.as_os_str().is_empty() {
+            return Err(UsageError("--shared-dir: empty path".into()));
+        }
+        if let Some(tag) = &self.tag {
+            if tag.is_empty() {
+                return Err(UsageError("--tag: empty tag".into()));
+            }
+            if tag.len() > MAX_TAG_LEN {
+                return Err(UsageError(format!(
+                    "--tag {tag:?}: longer than {MAX_TAG_LEN} bytes"
+                )));
+            }
+            if tag.bytes().any(|b| b == 0) {
+                return Err(UsageError(format!("--tag {tag:?}: contains NUL")));
+            }
+        }
+        if self.sandbox != SandboxArg::None {
+            return Err(UsageError(format!(
+                "--sandbox {}: not yet supported, use --sandbox none",
+                self.sandbox.as_str()
+            )));
+        }
+        let max_inode_fds = match self.max_inode_fds {
+            None => None,
+            Some(n) => Some(usize::try_from(n).map_err(|_| {
+                UsageError(format!("--max-inode-fds {n}: too large for this platform"))
+            })?),
+        };
+        Ok(Config {
+            mode,
+            shared_dir,
+            tag: self.tag.clone(),
+            readonly: self.readonly,
+            cache: self.cache.into(),
+            thread_pool_size: self.thread_pool_size,
+            xattr: self.xattr,
+            socket_group: self.socket_group.clone(),
+            rlimit_nofile: self.rlimit_nofile,
+            max_inode_fds,
+            log_level: self.log_level,
+        })
+    }
+}
+
+/// The JSON `--print-capabilities` prints: the vhost-user backend type and
+/// the optional features libvirt may use. We accept every option as its own
+/// `--flag` ("separate-options"); we do not support migration.
+pub fn capabilities_json() -> &'static str {
+    "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("virtiofsd-msb").chain(args.iter().copied()))
+    }
+
+    fn resolve(args: &[&str]) -> Result<Config, UsageError> {
+        parse(args).expect("parses").resolve()
+    }
+
+    #[test]
+    fn socket_path_mode_with_defaults() {
+        let c = resolve(&["--socket-path", "/tmp/s.sock", "--shared-dir", "/srv"]).unwrap();
+        assert_eq!(c.mode, Mode::SocketPath("/tmp/s.sock".into()));
+        assert_eq!(c.shared_dir, PathBuf::from("/srv"));
+        assert_eq!(c.cache, CachePolicy::Auto);
+        assert_eq!(c.thread_pool_size, 0);
+        assert!(!c.readonly && !c.xattr);
+        assert_eq!(c.max_inode_fds, None);
+        assert_eq!(c.rlimit_nofile, None);
+        assert_eq!(c.log_level, None);
+        assert_eq!(c.tag, None);
+    }
+
+    #[test]
+    fn equals_spelling_and_all_flags() {
+        let c = resolve(&[
+            "--fd=3",
+            "--shared-dir=/srv",
+            "--tag=myfs",
+            "--readonly",
+            "--cache=always",
+            "--thread-pool-size=4",
+            "--sandbox=none",
+            "--log-level=debug",
+            "--xattr",
+            "--rlimit-nofile=4096",
+            "--max-inode-fds=100",
+        ])
+        .unwrap();
+        assert_eq!(c.mode, Mode::Fd(3));
+        assert_eq!(c.tag.as_deref(), Some("myfs"));
+        assert!(c.readonly && c.xattr);
+        assert_eq!(c.cache, CachePolicy::Always);
+        assert_eq!(c.thread_pool_size, 4);
+        assert_eq!(c.log_level, Some(LogLevel::Debug));
+        assert_eq!(c.rlimit_nofile, Some(4096));
+        assert_eq!(c.max_inode_fds, Some(100));
+    }
+
+    #[test]
+    fn fuse_mount_mode() {
+        let c = resolve(&[
+            "--fuse-mount",
+            "/mnt/x",
+            "--shared-dir",
+            "/srv",
+            "--cache",
+            "never",
+        ])
+        .unwrap();
+        assert_eq!(c.mode, Mode::FuseMount("/mnt/x".into()));
+        assert_eq!(c.cache, CachePolicy::Never);
+    }
+
+    #[test]
+    fn socket_alias() {
+        let c = resolve(&["--socket", "/tmp/a", "--shared-dir", "/srv"]).unwrap();
+        assert_eq!(c.mode, Mode::SocketPath("/tmp/a".into()));
+    }
+
+    #[test]
+    fn exactly_one_mode() {
+        let e = resolve(&["--shared-dir", "/srv"]).unwrap_err();
+        assert!(e.0.contains("--socket-path"), "{e}");
+        let e = resolve(&["--socket-path", "/a", "--fd", "3", "--shared-dir", "/srv"]).unwrap_err();
+        assert!(e.0.contains("mutually exclusive"), "{e}");
+        let e = resolve(&["--fuse-mount", "/m", "--fd", "3", "--shared-dir", "/srv"]).unwrap_err();
+        assert!(e.0.contains("mutually exclusive"), "{e}");
+    }
+
+    #[test]
+    fn shared_dir_required() {
+        let e = resolve(&["--socket-path", "/a"]).unwrap_err();
+        assert!(e.0.contains("--shared-dir"), "{e}");
+    }
+
+    #[test]
+    fn sandbox_other_than_none_is_refused() {
+        for mode in ["namespace", "chroot"] {
+            let e = resolve(&[
+                "--socket-path",
+                "/a",
+                "--shared-dir",
+                "/s",
+                "--sandbox",
+                mode,
+            ])
+            .unwrap_err();
+            assert!(e.0.contains("not yet supported"), "{e}");
+            assert!(e.0.contains(mode), "{e}");
+        }
+    }
+
+    #[test]
+    fn tag_limits() {
+        let long = "x".repeat(37);
+        let e =
+            resolve(&["--socket-path", "/a", "--shared-dir", "/s", "--tag", &long]).unwrap_err();
+        assert!(e.0.contains("36"), "{e}");
+        let ok = "y".repeat(36);
+        assert!(resolve(&["--socket-path", "/a", "--shared-dir", "/s", "--tag", &ok]).is_ok());
+        assert!(resolve(&["--socket-path", "/a", "--shared-dir", "/s", "--tag", ""]).is_err());
+    }
+
+    #[test]
+    fn socket_group_needs_socket_path() {
+        assert!(resolve(&["--fd", "3", "--shared-dir", "/s", "--socket-group", "kvm"]).is_err());
+        let c = resolve(&[
+            "--socket-path",
+            "/a",
+            "--shared-dir",
+            "/s",
+            "--socket-group",
+            "kvm",
+        ])
+        .unwrap();
+        assert_eq!(c.socket_group.as_deref(), Some("kvm"));
+    }
+
+    #[test]
+    fn malformed_flags_are_clap_errors() {
+        assert_eq!(
+            parse(&["--no-such-flag"]).unwrap_err().kind(),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            parse(&["--cache", "sometimes"]).unwrap_err().kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            parse(&["--thread-pool-size", "-1"]).unwrap_err().kind(),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            parse(&["--thread-pool-size", "many"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["--max-inode-fds", "0"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["--log-level", "loud"]).unwrap_err().kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            parse(&["--sandbox", "jail"]).unwrap_err().kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            parse(&["--fd"]).unwrap_err().kind(),
+            ErrorKind::InvalidValue
+        );
+    }
+
+    #[test]
+    fn help_and_version_are_not_failures() {
+        assert_eq!(
+            parse(&["--help"]).unwrap_err().kind(),
+            ErrorKind::DisplayHelp
+        );
+        assert_eq!(
+            parse(&["--version"]).unwrap_err().kind(),
+            ErrorKind::DisplayVersion
+        );
+    }
+
+    #[test]
+    fn print_capabilities_needs_nothing_else() {
+        let cli = parse(&["--print-capabilities"]).unwrap();
+        assert!(cli.print_capabilities);
+        let caps = capabilities_json();
+        assert!(caps.contains("\"type\": \"fs\""));
+    }
+
+    #[test]
+    fn negative_fd_is_refused() {
+        let e = resolve(&["--fd=-1", "--shared-dir", "/s"]).unwrap_err();
+        assert!(e.0.contains("--fd -1"), "{e}");
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -44,7 +44,12 @@ pub const RESOLVE_CONFINED: u64 =
 /// here so no caller can skip it. A final symlink is never followed: with
 /// `O_PATH | O_NOFOLLOW` the link itself is opened, otherwise the open fails
 /// with `ELOOP`.
-pub fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+pub fn open_beneath(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: i32,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     validate_name(name)?;
     openat2_raw(dir, name, flags, mode, RESOLVE_CONFINED)
 }
@@ -63,10 +68,20 @@ struct OpenHow {
     resolve: u64,
 }
 
-fn openat2_raw(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
+fn openat2_raw(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 { u64::from(mode) } else { 0 },
+        mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+            u64::from(mode)
+        } else {
+            0
+        },
         resolve,
     };
     loop {
@@ -106,13 +121,17 @@ impl ProcSelfFd {
     pub fn open() -> io::Result<Self> {
         // SAFETY: a constant NUL-terminated path; the result is checked.
         let fd = unsafe {
-            libc::open(c"/proc/self/fd".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            libc::open(
+                c"/proc/self/fd".as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: open returned a new fd that nothing else owns.
-        Ok(ProcSelfFd { dir: unsafe { OwnedFd::from_raw_fd(fd) } })
+        let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(ProcSelfFd { dir })
     }
 
     /// The `/proc/self/fd` directory fd.
@@ -156,7 +175,12 @@ mod tests {
     fn open_dir(path: &std::path::Path) -> OwnedFd {
         let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: valid path; result checked.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
         assert!(fd >= 0);
         // SAFETY: fresh fd.
         unsafe { OwnedFd::from_raw_fd(fd) }
@@ -187,6 +211,7 @@ mod tests {
             let err = open_beneath(dir.as_fd(), link, libc::O_RDONLY, 0).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
             let fd = open_beneath(dir.as_fd(), link, libc::O_PATH | libc::O_NOFOLLOW, 0).unwrap();
+            // SAFETY: stat64 is plain data; all-zero is a valid value.
             let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
             // SAFETY: valid fd, empty path with AT_EMPTY_PATH, st is writable.
             let r = unsafe {

@@ -30,15 +30,24 @@ impl ConfinedFs {
             sys::chmod_at(self.proc_fd.dir(), &name, attr.st_mode & 0o7777)?;
         }
         if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
-            let uid = if valid.contains(SetattrValid::UID) { attr.st_uid } else { u32::MAX };
-            let gid = if valid.contains(SetattrValid::GID) { attr.st_gid } else { u32::MAX };
+            let uid = if valid.contains(SetattrValid::UID) {
+                attr.st_uid
+            } else {
+                u32::MAX
+            };
+            let gid = if valid.contains(SetattrValid::GID) {
+                attr.st_gid
+            } else {
+                u32::MAX
+            };
             sys::chown_fd(fd.as_fd(), uid, gid)?;
         }
         if valid.contains(SetattrValid::SIZE) {
             if data.is_dir() {
                 return Err(io::Error::from_raw_os_error(libc::EISDIR));
             }
-            let size = u64::try_from(attr.st_size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            let size = u64::try_from(attr.st_size)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
             match handle.map(|h| self.handles.get(h, inode)).transpose()? {
                 Some(h) => sys::truncate_fd(h.fd(), size)?,
                 None => {
@@ -53,9 +62,18 @@ impl ConfinedFs {
         let times_valid = SetattrValid::ATIME | SetattrValid::MTIME;
         if valid.intersects(times_valid) {
             let pick = |set: bool, now: bool, sec: i64, nsec: i64| match (set, now) {
-                (false, _) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-                (true, true) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
-                (true, false) => libc::timespec { tv_sec: sec, tv_nsec: nsec },
+                (false, _) => libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_OMIT,
+                },
+                (true, true) => libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: libc::UTIME_NOW,
+                },
+                (true, false) => libc::timespec {
+                    tv_sec: sec,
+                    tv_nsec: nsec,
+                },
             };
             let times = [
                 pick(

@@ -34,8 +34,16 @@ fn parse_dirents(buf: &[u8]) -> Vec<RawDirent<'_>> {
             break;
         }
         let name_field = &rec[HEADER..reclen];
-        let name_len = name_field.iter().position(|&b| b == 0).unwrap_or(name_field.len());
-        out.push(RawDirent { ino, next_offset: off as u64, kind: rec[18], name: &name_field[..name_len] });
+        let name_len = name_field
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(name_field.len());
+        out.push(RawDirent {
+            ino,
+            next_offset: off as u64,
+            kind: rec[18],
+            name: &name_field[..name_len],
+        });
         pos += reclen;
     }
     out
@@ -46,7 +54,14 @@ fn read_batch(fd: BorrowedFd<'_>, offset: u64, buf: &mut [u8]) -> io::Result<usi
     super::sys::lseek_fd(fd, offset, libc::SEEK_SET as u32)?;
     // SAFETY: `buf` is writable for its length; getdents64 writes at most
     // that many bytes of records.
-    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
     super::sys::cvt64(n).map(|n| n as usize)
 }
 
@@ -87,7 +102,12 @@ impl ConfinedFs {
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
         self.walk_dir(inode, handle, offset, |d| {
-            let written = add_entry(DirEntry { ino: d.ino, offset: d.next_offset, type_: u32::from(d.kind), name: d.name })?;
+            let written = add_entry(DirEntry {
+                ino: d.ino,
+                offset: d.next_offset,
+                type_: u32::from(d.kind),
+                name: d.name,
+            })?;
             Ok(written > 0)
         })
     }
@@ -101,7 +121,12 @@ impl ConfinedFs {
     ) -> io::Result<()> {
         let dir = self.dir(inode)?;
         self.walk_dir(inode, handle, offset, |d| {
-            let dirent = DirEntry { ino: d.ino, offset: d.next_offset, type_: u32::from(d.kind), name: d.name };
+            let dirent = DirEntry {
+                ino: d.ino,
+                offset: d.next_offset,
+                type_: u32::from(d.kind),
+                name: d.name,
+            };
             if d.name == b"." || d.name == b".." {
                 // Listed without a lookup (node id 0): the kernel does not
                 // count them.
@@ -109,10 +134,19 @@ impl ConfinedFs {
                 let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
                 attr.st_ino = d.ino;
                 attr.st_mode = u32::from(d.kind) << 12;
-                let entry = Entry { inode: 0, generation: 0, attr, attr_flags: 0, attr_timeout: Default::default(), entry_timeout: Default::default() };
+                let entry = Entry {
+                    inode: 0,
+                    generation: 0,
+                    attr,
+                    attr_flags: 0,
+                    attr_timeout: Default::default(),
+                    entry_timeout: Default::default(),
+                };
                 return Ok(add_entry(dirent, entry)? > 0);
             }
-            let Ok(name) = CStr::from_bytes_with_nul(&[d.name, b"\0"].concat()).map(|c| c.to_owned()) else {
+            let Ok(name) =
+                CStr::from_bytes_with_nul(&[d.name, b"\0"].concat()).map(|c| c.to_owned())
+            else {
                 return Ok(true);
             };
             if confinement::validate_name(&name).is_err() {

@@ -37,8 +37,16 @@ impl ConfinedFs {
         self.entry_at(&dir, name)
     }
 
-    pub(super) fn do_mkdir(&self, ctx: &Context, parent: u64, name: &CStr, mode: u32) -> io::Result<Entry> {
-        self.create_entry(ctx, parent, name, |dir| sys::mkdir_at(dir.as_fd(), name, mode & 0o7777))
+    pub(super) fn do_mkdir(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+    ) -> io::Result<Entry> {
+        self.create_entry(ctx, parent, name, |dir| {
+            sys::mkdir_at(dir.as_fd(), name, mode & 0o7777)
+        })
     }
 
     pub(super) fn do_mknod(
@@ -49,11 +57,21 @@ impl ConfinedFs {
         mode: u32,
         rdev: u32,
     ) -> io::Result<Entry> {
-        self.create_entry(ctx, parent, name, |dir| sys::mknod_at(dir.as_fd(), name, mode, u64::from(rdev)))
+        self.create_entry(ctx, parent, name, |dir| {
+            sys::mknod_at(dir.as_fd(), name, mode, u64::from(rdev))
+        })
     }
 
-    pub(super) fn do_symlink(&self, ctx: &Context, target: &CStr, parent: u64, name: &CStr) -> io::Result<Entry> {
-        self.create_entry(ctx, parent, name, |dir| sys::symlink_at(target, dir.as_fd(), name))
+    pub(super) fn do_symlink(
+        &self,
+        ctx: &Context,
+        target: &CStr,
+        parent: u64,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        self.create_entry(ctx, parent, name, |dir| {
+            sys::symlink_at(target, dir.as_fd(), name)
+        })
     }
 
     pub(super) fn do_link(&self, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
@@ -64,7 +82,13 @@ impl ConfinedFs {
         // Link the inode we hold through its /proc/self/fd magic link: no
         // guest path is resolved for the source.
         let src = ProcSelfFd::entry_name(fd.as_fd());
-        sys::link_at(self.proc_fd.dir(), &src, dir.as_fd(), newname, libc::AT_SYMLINK_FOLLOW)?;
+        sys::link_at(
+            self.proc_fd.dir(),
+            &src,
+            dir.as_fd(),
+            newname,
+            libc::AT_SYMLINK_FOLLOW,
+        )?;
         self.entry_at(&dir, newname)
     }
 

@@ -76,7 +76,11 @@ impl FileHandles {
 }
 
 fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<(FileHandle, i32)> {
-    let mut raw = RawHandle { handle_bytes: MAX_HANDLE_BYTES as u32, handle_type: 0, f_handle: [0; MAX_HANDLE_BYTES] };
+    let mut raw = RawHandle {
+        handle_bytes: MAX_HANDLE_BYTES as u32,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_BYTES],
+    };
     let mut mount_id: libc::c_int = 0;
     // SAFETY: `raw` has room for MAX_HANDLE_BYTES as announced in
     // handle_bytes; the empty path with AT_EMPTY_PATH names `fd` itself.
@@ -93,5 +97,11 @@ fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<(FileHandle, i32)> {
         return Err(io::Error::last_os_error());
     }
     let len = (raw.handle_bytes as usize).min(MAX_HANDLE_BYTES);
-    Ok((FileHandle { handle_type: raw.handle_type, bytes: raw.f_handle[..len].to_vec() }, mount_id))
+    Ok((
+        FileHandle {
+            handle_type: raw.handle_type,
+            bytes: raw.f_handle[..len].to_vec(),
+        },
+        mount_id,
+    ))
 }

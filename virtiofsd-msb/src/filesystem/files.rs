@@ -35,7 +35,12 @@ impl ConfinedFs {
         Ok(flags)
     }
 
-    pub(super) fn do_open(&self, inode: u64, flags: u32, is_dir: bool) -> io::Result<(u64, OpenOptions)> {
+    pub(super) fn do_open(
+        &self,
+        inode: u64,
+        flags: u32,
+        is_dir: bool,
+    ) -> io::Result<(u64, OpenOptions)> {
         let (data, fd) = self.inode(inode)?;
         let mut flags = self.host_open_flags(flags)?;
         match (data.file_type, is_dir) {
@@ -109,10 +114,20 @@ impl ConfinedFs {
     /// through it, as close(2) does.
     pub(super) fn do_flush(&self, inode: u64, handle: u64) -> io::Result<()> {
         let h = self.handles.get(handle, inode)?;
-        let mut unlock = posix_lock(&FileLock { start: 0, end: u64::MAX, lock_type: libc::F_UNLCK as u32, pid: 0 });
+        let mut unlock = posix_lock(&FileLock {
+            start: 0,
+            end: u64::MAX,
+            lock_type: libc::F_UNLCK as u32,
+            pid: 0,
+        });
         match sys::ofd_lock(h.fd(), libc::F_OFD_SETLK, &mut unlock) {
             // Not every filesystem supports locks; flush still succeeds.
-            Err(e) if e.raw_os_error() != Some(libc::ENOLCK) && e.raw_os_error() != Some(libc::EINVAL) => Err(e),
+            Err(e)
+                if e.raw_os_error() != Some(libc::ENOLCK)
+                    && e.raw_os_error() != Some(libc::EINVAL) =>
+            {
+                Err(e)
+            }
             _ => Ok(()),
         }
     }
@@ -126,18 +141,33 @@ impl ConfinedFs {
         sys::sync_fd(h.fd(), datasync)
     }
 
-    pub(super) fn do_fallocate(&self, inode: u64, handle: u64, mode: u32, offset: u64, len: u64) -> io::Result<()> {
+    pub(super) fn do_fallocate(
+        &self,
+        inode: u64,
+        handle: u64,
+        mode: u32,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
         self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
         sys::fallocate_fd(h.fd(), mode, offset, len)
     }
 
-    pub(super) fn do_lseek(&self, inode: u64, handle: u64, offset: u64, whence: u32) -> io::Result<u64> {
+    pub(super) fn do_lseek(
+        &self,
+        inode: u64,
+        handle: u64,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
         let h = self.handles.get(handle, inode)?;
         match whence as i32 {
-            libc::SEEK_SET | libc::SEEK_CUR | libc::SEEK_END | libc::SEEK_DATA | libc::SEEK_HOLE => {
-                sys::lseek_fd(h.fd(), offset, whence)
-            }
+            libc::SEEK_SET
+            | libc::SEEK_CUR
+            | libc::SEEK_END
+            | libc::SEEK_DATA
+            | libc::SEEK_HOLE => sys::lseek_fd(h.fd(), offset, whence),
             _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
         }
     }
@@ -158,7 +188,9 @@ impl ConfinedFs {
         let flags = u32::try_from(flags).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let src = self.handles.get(handle_in, inode_in)?;
         let dst = self.handles.get(handle_out, inode_out)?;
-        let len = usize::try_from(len).unwrap_or(usize::MAX).min(isize::MAX as usize);
+        let len = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(isize::MAX as usize);
         sys::copy_range(src.fd(), offset_in, dst.fd(), offset_out, len, flags)
     }
 
@@ -170,7 +202,14 @@ impl ConfinedFs {
     }
 
     /// `setlk` / `setlkw`; `wait` blocks this worker until the lock is free.
-    pub(super) fn do_setlk(&self, inode: u64, handle: u64, lock: FileLock, flags: u32, wait: bool) -> io::Result<()> {
+    pub(super) fn do_setlk(
+        &self,
+        inode: u64,
+        handle: u64,
+        lock: FileLock,
+        flags: u32,
+        wait: bool,
+    ) -> io::Result<()> {
         let h = self.handles.get(handle, inode)?;
         if flags & LK_FLOCK != 0 {
             let op = match lock.lock_type as i32 {
@@ -182,7 +221,11 @@ impl ConfinedFs {
             return sys::flock_fd(h.fd(), if wait { op } else { op | libc::LOCK_NB });
         }
         let mut fl = posix_lock(&lock);
-        let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+        let cmd = if wait {
+            libc::F_OFD_SETLKW
+        } else {
+            libc::F_OFD_SETLK
+        };
         sys::ofd_lock(h.fd(), cmd, &mut fl)
     }
 }
@@ -206,6 +249,15 @@ fn posix_lock(lock: &FileLock) -> libc::flock64 {
 /// `flock64` from F_OFD_GETLK → FUSE lock.
 fn file_lock(fl: &libc::flock64) -> FileLock {
     let start = fl.l_start.max(0) as u64;
-    let end = if fl.l_len == 0 { i64::MAX as u64 } else { start + fl.l_len as u64 - 1 };
-    FileLock { start, end, lock_type: fl.l_type as u32, pid: fl.l_pid.max(0) as u32 }
+    let end = if fl.l_len == 0 {
+        i64::MAX as u64
+    } else {
+        start + fl.l_len as u64 - 1
+    };
+    FileLock {
+        start,
+        end,
+        lock_type: fl.l_type as u32,
+        pid: fl.l_pid.max(0) as u32,
+    }
 }

@@ -5,9 +5,12 @@ use std::ffi::CStr;
 use std::io;
 use std::time::Duration;
 
-use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn, FsOptions, OpenOptions, SetattrValid};
+use fuse_backend_rs::abi::fuse_abi::{
+    stat64, statvfs64, CreateIn, FsOptions, OpenOptions, SetattrValid,
+};
 use fuse_backend_rs::api::filesystem::{
-    Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, ListxattrReply, ZeroCopyReader, ZeroCopyWriter,
+    Context, DirEntry, Entry, FileLock, FileSystem, GetxattrReply, ListxattrReply, ZeroCopyReader,
+    ZeroCopyWriter,
 };
 
 use super::ConfinedFs;
@@ -53,7 +56,12 @@ impl FileSystem for ConfinedFs {
         }
     }
 
-    fn getattr(&self, _ctx: &Context, inode: u64, _handle: Option<u64>) -> io::Result<(stat64, Duration)> {
+    fn getattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: Option<u64>,
+    ) -> io::Result<(stat64, Duration)> {
         self.do_getattr(inode)
     }
 
@@ -72,15 +80,36 @@ impl FileSystem for ConfinedFs {
         self.do_readlink(inode)
     }
 
-    fn symlink(&self, ctx: &Context, linkname: &CStr, parent: u64, name: &CStr) -> io::Result<Entry> {
+    fn symlink(
+        &self,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: u64,
+        name: &CStr,
+    ) -> io::Result<Entry> {
         self.do_symlink(ctx, linkname, parent, name)
     }
 
-    fn mknod(&self, ctx: &Context, parent: u64, name: &CStr, mode: u32, rdev: u32, _umask: u32) -> io::Result<Entry> {
+    fn mknod(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
         self.do_mknod(ctx, parent, name, mode, rdev)
     }
 
-    fn mkdir(&self, ctx: &Context, parent: u64, name: &CStr, mode: u32, _umask: u32) -> io::Result<Entry> {
+    fn mkdir(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
         self.do_mkdir(ctx, parent, name, mode)
     }
 
@@ -104,7 +133,13 @@ impl FileSystem for ConfinedFs {
         self.do_rename(olddir, oldname, newdir, newname, flags)
     }
 
-    fn link(&self, _ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+    fn link(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        newparent: u64,
+        newname: &CStr,
+    ) -> io::Result<Entry> {
         self.do_link(inode, newparent, newname)
     }
 
@@ -168,7 +203,15 @@ impl FileSystem for ConfinedFs {
         self.do_fsync(inode, handle, datasync)
     }
 
-    fn fallocate(&self, _ctx: &Context, inode: u64, handle: u64, mode: u32, offset: u64, length: u64) -> io::Result<()> {
+    fn fallocate(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
         self.do_fallocate(inode, handle, mode, offset, length)
     }
 
@@ -189,11 +232,24 @@ impl FileSystem for ConfinedFs {
         self.do_statfs(inode)
     }
 
-    fn setxattr(&self, _ctx: &Context, inode: u64, name: &CStr, value: &[u8], flags: u32) -> io::Result<()> {
+    fn setxattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
         self.do_setxattr(inode, name, value, flags)
     }
 
-    fn getxattr(&self, _ctx: &Context, inode: u64, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
+    fn getxattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
         self.do_getxattr(inode, name, size)
     }
 
@@ -205,7 +261,12 @@ impl FileSystem for ConfinedFs {
         self.do_removexattr(inode, name)
     }
 
-    fn opendir(&self, _ctx: &Context, inode: u64, flags: u32) -> io::Result<(Option<u64>, OpenOptions)> {
+    fn opendir(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions)> {
         let (handle, opts) = self.do_open(inode, flags, true)?;
         Ok((Some(handle), opts))
     }
@@ -246,7 +307,14 @@ impl FileSystem for ConfinedFs {
         self.do_access(ctx.uid, ctx.gid, inode, mask)
     }
 
-    fn lseek(&self, _ctx: &Context, inode: u64, handle: u64, offset: u64, whence: u32) -> io::Result<u64> {
+    fn lseek(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
         self.do_lseek(inode, handle, offset, whence)
     }
 
@@ -262,11 +330,27 @@ impl FileSystem for ConfinedFs {
         self.do_getlk(inode, handle, lock)
     }
 
-    fn setlk(&self, _ctx: &Context, inode: u64, handle: u64, _owner: u64, lock: FileLock, flags: u32) -> io::Result<()> {
+    fn setlk(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        _owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
         self.do_setlk(inode, handle, lock, flags, false)
     }
 
-    fn setlkw(&self, _ctx: &Context, inode: u64, handle: u64, _owner: u64, lock: FileLock, flags: u32) -> io::Result<()> {
+    fn setlkw(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        _owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
         self.do_setlk(inode, handle, lock, flags, true)
     }
 }
@@ -284,10 +368,20 @@ impl ExtraRequests for ConfinedFs {
         len: u64,
         flags: u64,
     ) -> io::Result<usize> {
-        self.do_copy_file_range(inode_in, handle_in, offset_in, inode_out, handle_out, offset_out, len, flags)
+        self.do_copy_file_range(
+            inode_in, handle_in, offset_in, inode_out, handle_out, offset_out, len, flags,
+        )
     }
 
-    fn setlk_wait(&self, _ctx: &Context, inode: u64, handle: u64, _owner: u64, lock: FileLock, flags: u32) -> io::Result<()> {
+    fn setlk_wait(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        _owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
         self.do_setlk(inode, handle, lock, flags, true)
     }
 }

@@ -49,7 +49,11 @@ pub struct HandleTable {
 impl HandleTable {
     /// A table holding at most `max` open handles.
     pub fn new(max: usize) -> Self {
-        HandleTable { map: RwLock::new(HashMap::new()), next: AtomicU64::new(1), max }
+        HandleTable {
+            map: RwLock::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            max,
+        }
     }
 
     /// Registers `file`, opened on node `inode`; `EMFILE` past the bound.
@@ -59,7 +63,14 @@ impl HandleTable {
             return Err(io::Error::from_raw_os_error(libc::EMFILE));
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        map.insert(id, Arc::new(HandleData { inode, file, dir_cursor: Mutex::new(()) }));
+        map.insert(
+            id,
+            Arc::new(HandleData {
+                inode,
+                file,
+                dir_cursor: Mutex::new(()),
+            }),
+        );
         Ok(id)
     }
 

@@ -93,7 +93,10 @@ impl InodeStore {
     /// reclaimable.
     pub fn new(root_fd: OwnedFd, handles: Option<FileHandles>, max_fds: usize) -> io::Result<Self> {
         let st = sys::stat_fd(root_fd.as_fd())?;
-        let key = InodeKey { dev: st.st_dev, ino: st.st_ino };
+        let key = InodeKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
         let root = Arc::new(InodeData {
             id: ROOT_ID,
             key,
@@ -109,7 +112,10 @@ impl InodeStore {
         Ok(InodeStore {
             maps: RwLock::new(Maps { by_id, by_key }),
             next_id: AtomicU64::new(ROOT_ID + 1),
-            fds: Mutex::new(FdAccount { open: 1, order: VecDeque::new() }),
+            fds: Mutex::new(FdAccount {
+                open: 1,
+                order: VecDeque::new(),
+            }),
             handles,
             max_fds: max_fds.max(2),
         })
@@ -119,7 +125,10 @@ impl InodeStore {
     /// never given (or already forgot).
     pub fn get(&self, id: u64) -> io::Result<Arc<InodeData>> {
         let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
-        maps.by_id.get(&id).cloned().ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+        maps.by_id
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
     }
 
     /// Number of host fds the table holds now.
@@ -149,7 +158,11 @@ impl InodeStore {
         // The handle names an inode on the same filesystem; check that it is
         // still the one we handed out.
         let st = sys::stat_fd(fd.as_fd())?;
-        if (InodeKey { dev: st.st_dev, ino: st.st_ino }) != inode.key {
+        if (InodeKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }) != inode.key
+        {
             self.release_slot();
             return Err(io::Error::from_raw_os_error(libc::ESTALE));
         }
@@ -163,7 +176,10 @@ impl InodeStore {
     /// the entry) with stat `st`. Returns the node id, with its lookup count
     /// raised by one. An already known inode keeps its existing fd.
     pub fn insert_or_ref(&self, fd: OwnedFd, st: &libc::stat64) -> io::Result<u64> {
-        let key = InodeKey { dev: st.st_dev, ino: st.st_ino };
+        let key = InodeKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
         if let Some(id) = self.try_ref(key) {
             return Ok(id);
         }
@@ -210,7 +226,9 @@ impl InodeStore {
             return;
         }
         let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
-        let Some(inode) = maps.by_id.get(&id).cloned() else { return };
+        let Some(inode) = maps.by_id.get(&id).cloned() else {
+            return;
+        };
         let old = inode.refcount.load(Ordering::Acquire);
         let new = old.saturating_sub(count);
         inode.refcount.store(new, Ordering::Release);
@@ -222,7 +240,12 @@ impl InodeStore {
             maps.by_key.remove(&inode.key);
         }
         drop(maps);
-        let had_fd = inode.fd.lock().unwrap_or_else(|e| e.into_inner()).take().is_some();
+        let had_fd = inode
+            .fd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some();
         if had_fd {
             let mut acct = self.fds.lock().unwrap_or_else(|e| e.into_inner());
             acct.open = acct.open.saturating_sub(1);
@@ -247,7 +270,9 @@ impl InodeStore {
         let mut budget = acct.order.len();
         while acct.open >= self.max_fds && budget > 0 {
             budget -= 1;
-            let Some(victim) = acct.order.pop_front() else { break };
+            let Some(victim) = acct.order.pop_front() else {
+                break;
+            };
             let inode = {
                 let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
                 maps.by_id.get(&victim).cloned()
@@ -279,7 +304,11 @@ impl InodeStore {
     }
 
     fn note_open(&self, id: u64) {
-        self.fds.lock().unwrap_or_else(|e| e.into_inner()).order.push_back(id);
+        self.fds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .order
+            .push_back(id);
     }
 
     fn release_slot(&self) {

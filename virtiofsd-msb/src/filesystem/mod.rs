@@ -78,7 +78,9 @@ impl ConfinedFs {
         let mount_fd = confinement::open_dir_again(root.as_fd(), libc::O_RDONLY)?;
         let handles = FileHandles::probe(root.as_fd(), mount_fd);
         if handles.is_none() {
-            tracing::info!("file handles unavailable (no CAP_DAC_READ_SEARCH?): inode fds stay pinned");
+            tracing::info!(
+                "file handles unavailable (no CAP_DAC_READ_SEARCH?): inode fds stay pinned"
+            );
         }
         let inodes = InodeStore::new(root, handles, config.max_inode_fds)?;
         // SAFETY: umask only changes the process file-creation mask.
@@ -160,13 +162,25 @@ impl ConfinedFs {
 
 /// Opens the share root as an `O_PATH` directory fd, with an error naming it.
 fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "shared dir path holds a NUL byte"))?;
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "shared dir path holds a NUL byte",
+        )
+    })?;
     // SAFETY: NUL-terminated path; the result is checked.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("shared dir {}: {e}", path.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("shared dir {}: {e}", path.display()),
+        ));
     }
     // SAFETY: a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

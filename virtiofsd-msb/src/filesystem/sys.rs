@@ -77,7 +77,13 @@ pub fn rename_at(
 ) -> io::Result<()> {
     // SAFETY: valid fds and NUL-terminated names.
     cvt(unsafe {
-        libc::renameat2(olddir.as_raw_fd(), oldname.as_ptr(), newdir.as_raw_fd(), newname.as_ptr(), flags)
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            flags,
+        )
     })
     .map(drop)
 }
@@ -92,7 +98,13 @@ pub fn link_at(
 ) -> io::Result<()> {
     // SAFETY: valid fds and NUL-terminated names.
     cvt(unsafe {
-        libc::linkat(olddir.as_raw_fd(), oldname.as_ptr(), newdir.as_raw_fd(), newname.as_ptr(), flags)
+        libc::linkat(
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            flags,
+        )
     })
     .map(drop)
 }
@@ -101,7 +113,14 @@ pub fn link_at(
 pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
     // SAFETY: `buf` is writable for its length; empty path names `fd`.
-    let n = unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     let n = cvt64(n as i64)? as usize;
     buf.truncate(n);
     Ok(buf)
@@ -112,7 +131,13 @@ pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: valid fd and empty NUL-terminated path.
     cvt(unsafe {
-        libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
     })
     .map(drop)
 }
@@ -138,7 +163,8 @@ pub fn truncate_fd(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
 /// `fallocate(fd, mode, offset, len)`.
 pub fn fallocate_fd(fd: BorrowedFd<'_>, mode: u32, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: valid fd.
-    cvt(unsafe { libc::fallocate64(fd.as_raw_fd(), mode as i32, offset as i64, len as i64) }).map(drop)
+    cvt(unsafe { libc::fallocate64(fd.as_raw_fd(), mode as i32, offset as i64, len as i64) })
+        .map(drop)
 }
 
 /// `lseek(fd, offset, whence)`.
@@ -182,7 +208,14 @@ pub fn copy_range(
     let mut off_out = off_out as i64;
     // SAFETY: valid fds and offsets the kernel may update.
     let n = unsafe {
-        libc::copy_file_range(fd_in.as_raw_fd(), &mut off_in, fd_out.as_raw_fd(), &mut off_out, len, flags)
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut off_in,
+            fd_out.as_raw_fd(),
+            &mut off_out,
+            len,
+            flags,
+        )
     };
     cvt64(n as i64).map(|n| n as usize)
 }
@@ -208,7 +241,14 @@ pub mod xattr {
     /// `getxattr(path, name)`; an empty `buf` asks for the size.
     pub fn get(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: NUL-terminated strings; `buf` is writable for its length.
-        let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
         cvt64(n as i64).map(|n| n as usize)
     }
 
@@ -222,8 +262,16 @@ pub mod xattr {
     /// `setxattr(path, name, value, flags)`.
     pub fn set(path: &CStr, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
         // SAFETY: NUL-terminated strings; `value` readable for its length.
-        cvt(unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) })
-            .map(drop)
+        cvt(unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        })
+        .map(drop)
     }
 
     /// `removexattr(path, name)`.

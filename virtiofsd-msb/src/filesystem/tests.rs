@@ -35,19 +35,48 @@ fn bad_names_are_refused_at_every_entry_point() {
     let ctx = Context::new();
     for bad in ["", ".", "..", "a/b", "../etc"] {
         let name = c(bad);
-        assert_eq!(errno(fs.lookup(&ctx, ROOT_ID, &name)), libc::EINVAL, "lookup {bad:?}");
-        assert_eq!(errno(fs.mkdir(&ctx, ROOT_ID, &name, 0o755, 0)), libc::EINVAL, "mkdir {bad:?}");
-        assert_eq!(errno(fs.mknod(&ctx, ROOT_ID, &name, libc::S_IFREG | 0o644, 0, 0)), libc::EINVAL);
-        assert_eq!(errno(fs.symlink(&ctx, &c("x"), ROOT_ID, &name)), libc::EINVAL);
+        assert_eq!(
+            errno(fs.lookup(&ctx, ROOT_ID, &name)),
+            libc::EINVAL,
+            "lookup {bad:?}"
+        );
+        assert_eq!(
+            errno(fs.mkdir(&ctx, ROOT_ID, &name, 0o755, 0)),
+            libc::EINVAL,
+            "mkdir {bad:?}"
+        );
+        assert_eq!(
+            errno(fs.mknod(&ctx, ROOT_ID, &name, libc::S_IFREG | 0o644, 0, 0)),
+            libc::EINVAL
+        );
+        assert_eq!(
+            errno(fs.symlink(&ctx, &c("x"), ROOT_ID, &name)),
+            libc::EINVAL
+        );
         assert_eq!(errno(fs.unlink(&ctx, ROOT_ID, &name)), libc::EINVAL);
         assert_eq!(errno(fs.rmdir(&ctx, ROOT_ID, &name)), libc::EINVAL);
-        assert_eq!(errno(fs.rename(&ctx, ROOT_ID, &name, ROOT_ID, &c("ok"), 0)), libc::EINVAL);
-        assert_eq!(errno(fs.rename(&ctx, ROOT_ID, &c("ok"), ROOT_ID, &name, 0)), libc::EINVAL);
+        assert_eq!(
+            errno(fs.rename(&ctx, ROOT_ID, &name, ROOT_ID, &c("ok"), 0)),
+            libc::EINVAL
+        );
+        assert_eq!(
+            errno(fs.rename(&ctx, ROOT_ID, &c("ok"), ROOT_ID, &name, 0)),
+            libc::EINVAL
+        );
         assert_eq!(errno(fs.link(&ctx, ROOT_ID, ROOT_ID, &name)), libc::EINVAL);
-        let args = CreateIn { flags: libc::O_RDWR as u32, mode: 0o644, umask: 0, fuse_flags: 0 };
+        let args = CreateIn {
+            flags: libc::O_RDWR as u32,
+            mode: 0o644,
+            umask: 0,
+            fuse_flags: 0,
+        };
         assert_eq!(errno(fs.create(&ctx, ROOT_ID, &name, args)), libc::EINVAL);
     }
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "nothing was created");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing was created"
+    );
 }
 
 #[test]
@@ -66,7 +95,10 @@ fn symlinks_pointing_out_are_entries_not_paths() {
     // Opening the link itself never reaches the target.
     assert!(fs.open(&ctx, out.inode, libc::O_RDONLY as u32, 0).is_err());
     let etc = fs.lookup(&ctx, ROOT_ID, &c("etc")).unwrap();
-    assert_eq!(errno(fs.lookup(&ctx, etc.inode, &c("passwd"))), libc::ENOTDIR);
+    assert_eq!(
+        errno(fs.lookup(&ctx, etc.inode, &c("passwd"))),
+        libc::ENOTDIR
+    );
     assert_eq!(errno(fs.opendir(&ctx, etc.inode, 0)), libc::ENOTDIR);
 }
 
@@ -89,7 +121,11 @@ fn inode_fds_stay_under_the_bound_and_lookups_keep_working() {
                 refused += 1;
             }
         }
-        assert!(fs.open_inode_fds() <= bound, "{} fds open", fs.open_inode_fds());
+        assert!(
+            fs.open_inode_fds() <= bound,
+            "{} fds open",
+            fs.open_inode_fds()
+        );
     }
     // Every inode we handed out still answers, reopened from its handle.
     for (i, id) in &ids {
@@ -97,11 +133,15 @@ fn inode_fds_stay_under_the_bound_and_lookups_keep_working() {
         assert_eq!(st.st_size as usize, i.to_string().len());
     }
     assert!(fs.open_inode_fds() <= bound);
+    // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if root {
         assert_eq!(refused, 0, "with file handles every lookup succeeds");
     } else {
-        assert!(refused > 0 && ids.len() < bound, "without handles lookups past the bound get ENFILE");
+        assert!(
+            refused > 0 && ids.len() < bound,
+            "without handles lookups past the bound get ENFILE"
+        );
         eprintln!("note: not root: checked the ENFILE path, not handle reopening");
     }
     // Forgetting frees slots: the first refused name can be looked up again.
@@ -122,20 +162,44 @@ fn readonly_refuses_every_mutation_with_erofs() {
     let f = fs.lookup(&ctx, ROOT_ID, &c("f")).unwrap();
     let erofs = libc::EROFS;
     assert_eq!(errno(fs.mkdir(&ctx, ROOT_ID, &c("n"), 0o755, 0)), erofs);
-    assert_eq!(errno(fs.mknod(&ctx, ROOT_ID, &c("n"), libc::S_IFIFO | 0o644, 0, 0)), erofs);
+    assert_eq!(
+        errno(fs.mknod(&ctx, ROOT_ID, &c("n"), libc::S_IFIFO | 0o644, 0, 0)),
+        erofs
+    );
     assert_eq!(errno(fs.symlink(&ctx, &c("t"), ROOT_ID, &c("n"))), erofs);
     assert_eq!(errno(fs.link(&ctx, f.inode, ROOT_ID, &c("n"))), erofs);
     assert_eq!(errno(fs.unlink(&ctx, ROOT_ID, &c("f"))), erofs);
     assert_eq!(errno(fs.rmdir(&ctx, ROOT_ID, &c("d"))), erofs);
-    assert_eq!(errno(fs.rename(&ctx, ROOT_ID, &c("f"), ROOT_ID, &c("g"), 0)), erofs);
-    let args = CreateIn { flags: libc::O_RDWR as u32, mode: 0o644, umask: 0, fuse_flags: 0 };
+    assert_eq!(
+        errno(fs.rename(&ctx, ROOT_ID, &c("f"), ROOT_ID, &c("g"), 0)),
+        erofs
+    );
+    let args = CreateIn {
+        flags: libc::O_RDWR as u32,
+        mode: 0o644,
+        umask: 0,
+        fuse_flags: 0,
+    };
     assert_eq!(errno(fs.create(&ctx, ROOT_ID, &c("n"), args)), erofs);
-    assert_eq!(errno(fs.open(&ctx, f.inode, libc::O_WRONLY as u32, 0)), erofs);
-    assert_eq!(errno(fs.open(&ctx, f.inode, (libc::O_RDONLY | libc::O_TRUNC) as u32, 0)), erofs);
+    assert_eq!(
+        errno(fs.open(&ctx, f.inode, libc::O_WRONLY as u32, 0)),
+        erofs
+    );
+    assert_eq!(
+        errno(fs.open(&ctx, f.inode, (libc::O_RDONLY | libc::O_TRUNC) as u32, 0)),
+        erofs
+    );
+    // SAFETY: stat64 is plain data; all-zero is a valid value.
     let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
     attr.st_mode = 0o777;
-    assert_eq!(errno(fs.setattr(&ctx, f.inode, attr, None, SetattrValid::MODE)), erofs);
-    assert_eq!(errno(fs.setxattr(&ctx, f.inode, &c("user.a"), b"v", 0)), erofs);
+    assert_eq!(
+        errno(fs.setattr(&ctx, f.inode, attr, None, SetattrValid::MODE)),
+        erofs
+    );
+    assert_eq!(
+        errno(fs.setxattr(&ctx, f.inode, &c("user.a"), b"v", 0)),
+        erofs
+    );
     assert_eq!(errno(fs.removexattr(&ctx, f.inode, &c("user.a"))), erofs);
     // Reads still work.
     fs.open(&ctx, f.inode, libc::O_RDONLY as u32, 0).unwrap();
@@ -152,7 +216,10 @@ fn unknown_node_ids_and_handles_are_ebadf() {
     let ctx = Context::new();
     assert_eq!(errno(fs.getattr(&ctx, 999, None)), libc::EBADF);
     assert_eq!(errno(fs.lookup(&ctx, 12345, &c("x"))), libc::EBADF);
-    assert_eq!(errno(fs.release(&ctx, ROOT_ID, 0, 77, false, false, None)), libc::EBADF);
+    assert_eq!(
+        errno(fs.release(&ctx, ROOT_ID, 0, 77, false, false, None)),
+        libc::EBADF
+    );
     fs.forget(&ctx, 999, 1);
     fs.forget(&ctx, ROOT_ID, u64::MAX);
     fs.getattr(&ctx, ROOT_ID, None).unwrap();

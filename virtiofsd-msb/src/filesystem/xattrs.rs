@@ -31,10 +31,19 @@ impl ConfinedFs {
         Ok(Some((ProcSelfFd::path_of(fd.as_fd()), fd)))
     }
 
-    pub(super) fn do_getxattr(&self, inode: u64, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
-        let Some((path, _fd)) = self.xattr_path(inode)? else { return Err(errno(libc::ENODATA)) };
+    pub(super) fn do_getxattr(
+        &self,
+        inode: u64,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        let Some((path, _fd)) = self.xattr_path(inode)? else {
+            return Err(errno(libc::ENODATA));
+        };
         if size == 0 {
-            return Ok(GetxattrReply::Count(xattr::get(&path, name, &mut [])? as u32));
+            return Ok(GetxattrReply::Count(
+                xattr::get(&path, name, &mut [])? as u32
+            ));
         }
         let mut buf = vec![0u8; size as usize];
         let n = xattr::get(&path, name, &mut buf)?;
@@ -44,7 +53,11 @@ impl ConfinedFs {
 
     pub(super) fn do_listxattr(&self, inode: u64, size: u32) -> io::Result<ListxattrReply> {
         let Some((path, _fd)) = self.xattr_path(inode)? else {
-            return Ok(if size == 0 { ListxattrReply::Count(0) } else { ListxattrReply::Names(Vec::new()) });
+            return Ok(if size == 0 {
+                ListxattrReply::Count(0)
+            } else {
+                ListxattrReply::Names(Vec::new())
+            });
         };
         if size == 0 {
             return Ok(ListxattrReply::Count(xattr::list(&path, &mut [])? as u32));
@@ -55,17 +68,27 @@ impl ConfinedFs {
         Ok(ListxattrReply::Names(buf))
     }
 
-    pub(super) fn do_setxattr(&self, inode: u64, name: &CStr, value: &[u8], flags: u32) -> io::Result<()> {
+    pub(super) fn do_setxattr(
+        &self,
+        inode: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
         let target = self.xattr_path(inode)?;
         self.check_writable()?;
-        let Some((path, _fd)) = target else { return Err(errno(libc::EPERM)) };
+        let Some((path, _fd)) = target else {
+            return Err(errno(libc::EPERM));
+        };
         xattr::set(&path, name, value, flags as i32)
     }
 
     pub(super) fn do_removexattr(&self, inode: u64, name: &CStr) -> io::Result<()> {
         let target = self.xattr_path(inode)?;
         self.check_writable()?;
-        let Some((path, _fd)) = target else { return Err(errno(libc::ENODATA)) };
+        let Some((path, _fd)) = target else {
+            return Err(errno(libc::ENODATA));
+        };
         xattr::remove(&path, name)
     }
 }

@@ -1,0 +1,712 @@
+//! The vhost-user-fs backend: virtqueues from the VMM, FUSE requests inside.
+//!
+//! Queue 0 is the high-priority queue (FORGET, INTERRUPT), queues 1.. are
+//! request queues; we offer up to [`MAX_REQUEST_QUEUES`] and serve whichever
+//! the frontend sets up. Every queue has its own worker thread (from
+//! vhost-user-backend's `queues_per_thread`), so queues never wait on each
+//! other; with `--thread-pool-size N` the queue threads hand requests to a
+//! fixed pool instead of handling them inline.
+
+use std::io::{self, Write};
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use fuse_backend_rs::abi::fuse_abi::OutHeader;
+use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{ByteValued, Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::protocol::{error_header, Dispatcher, Outcome, PendingLock, OUT_HEADER_LEN};
+use crate::transport::{DeferredReply, LockWaiters, ServedFs, ThreadPool};
+
+/// Most request queues offered to the frontend (plus the hiprio queue).
+pub const MAX_REQUEST_QUEUES: usize = 16;
+
+/// Largest virtqueue size offered.
+pub const QUEUE_MAX_SIZE: usize = 1024;
+
+/// Size of the virtio-fs configuration space: `tag[36]` + `num_request_queues`.
+pub const CONFIG_SPACE_LEN: usize = 40;
+
+type Mem = GuestMemoryMmap<()>;
+type AtomicMem = GuestMemoryAtomic<Mem>;
+type Vring = VringRwLock<AtomicMem>;
+type Chain = DescriptorChain<Arc<Mem>>;
+
+/// Why the vhost-user transport stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum VhostUserError {
+    /// The backend or its worker threads could not be set up.
+    #[error("cannot set up the vhost-user backend: {0}")]
+    Setup(String),
+    /// Accepting or serving the frontend's connection failed.
+    #[error("vhost-user connection: {0}")]
+    Connection(String),
+}
+
+/// Settings of the vhost-user backend.
+#[derive(Debug, Clone, Default)]
+pub struct VhostUserOptions {
+    /// Tag for the configuration space; enables the CONFIG protocol feature.
+    pub tag: Option<String>,
+    /// Request threads (0: inline on each queue thread).
+    pub thread_pool_size: usize,
+}
+
+/// A virtio-fs device backend serving one filesystem.
+pub struct FsBackend<F: ServedFs> {
+    dispatcher: Arc<Dispatcher<F>>,
+    mem: AtomicMem,
+    event_idx: AtomicBool,
+    tag: Option<String>,
+    pool: Option<ThreadPool>,
+    lock_waiters: LockWaiters,
+}
+
+impl<F: ServedFs> FsBackend<F> {
+    /// A backend serving `fs`, reading guest memory through `mem` (the same
+    /// atomic the `VhostUserDaemon` updates).
+    pub fn new(fs: Arc<F>, mem: AtomicMem, opts: &VhostUserOptions) -> io::Result<Self> {
+        let pool = match opts.thread_pool_size {
+            0 => None,
+            n => Some(ThreadPool::new(n)?),
+        };
+        Ok(FsBackend {
+            dispatcher: Arc::new(Dispatcher::new(fs)),
+            mem,
+            event_idx: AtomicBool::new(false),
+            tag: opts.tag.clone(),
+            pool,
+            lock_waiters: LockWaiters::default(),
+        })
+    }
+
+    /// The virtio-fs configuration space: the tag, NUL padded to 36 bytes,
+    /// then the number of request queues (little-endian u32).
+    pub fn config_space(&self) -> [u8; CONFIG_SPACE_LEN] {
+        let mut cfg = [0u8; CONFIG_SPACE_LEN];
+        if let Some(tag) = &self.tag {
+            let n = tag.len().min(36);
+            cfg[..n].copy_from_slice(&tag.as_bytes()[..n]);
+        }
+        cfg[36..].copy_from_slice(&(MAX_REQUEST_QUEUES as u32).to_le_bytes());
+        cfg
+    }
+
+    /// Stops the request thread pool, if any.
+    pub fn shutdown(&self) {
+        if let Some(pool) = &self.pool {
+            pool.shutdown();
+        }
+    }
+
+    /// Serves every available descriptor chain of `vring`.
+    pub fn process_queue(&self, vring: &Vring) -> io::Result<()> {
+        let mem = self.mem.memory().into_inner();
+        let event_idx = self.event_idx.load(Ordering::Relaxed);
+        loop {
+            if event_idx {
+                vring.disable_notification().map_err(io::Error::other)?;
+            }
+            let mut used_inline = false;
+            loop {
+                let chain = vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .pop_descriptor_chain(mem.clone());
+                let Some(chain) = chain else { break };
+                match &self.pool {
+                    Some(pool) => {
+                        let req = ChainRequest {
+                            dispatcher: self.dispatcher.clone(),
+                            vring: vring.clone(),
+                            mem: mem.clone(),
+                            chain,
+                            lock_waiters: self.lock_waiters.clone(),
+                        };
+                        let vring = vring.clone();
+                        pool.execute(move || {
+                            if req.serve() {
+                                signal(&vring);
+                            }
+                        });
+                    }
+                    None => {
+                        let req = ChainRequest {
+                            dispatcher: self.dispatcher.clone(),
+                            vring: vring.clone(),
+                            mem: mem.clone(),
+                            chain,
+                            lock_waiters: self.lock_waiters.clone(),
+                        };
+                        used_inline |= req.serve();
+                    }
+                }
+            }
+            if used_inline {
+                signal(vring);
+            }
+            if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Notifies the guest about used buffers when the ring asks for it.
+fn signal(vring: &Vring) {
+    let needed = vring.needs_notification().unwrap_or(true);
+    if needed {
+        if let Err(e) = vring.signal_used_queue() {
+            tracing::warn!("cannot signal the guest: {e}");
+        }
+    }
+}
+
+/// One descriptor chain and what it takes to answer it.
+struct ChainRequest<F: ServedFs> {
+    dispatcher: Arc<Dispatcher<F>>,
+    vring: Vring,
+    mem: Arc<Mem>,
+    chain: Chain,
+    lock_waiters: LockWaiters,
+}
+
+/// How a chain was dealt with.
+enum Handled {
+    /// Return the chain to the used ring with this length.
+    Used(u32),
+    /// A contended lock: the reply comes from a lock waiter.
+    Deferred(PendingLock),
+}
+
+impl<F: ServedFs> ChainRequest<F> {
+    /// Handles the request; returns true if the chain went to the used ring
+    /// now (false when its reply is deferred to a lock waiter).
+    fn serve(self) -> bool {
+        let head = self.chain.head_index();
+        match handle_chain(&self.dispatcher, &self.mem, &self.chain) {
+            Handled::Used(len) => {
+                add_used(&self.vring, head, len);
+                true
+            }
+            Handled::Deferred(pending) => {
+                let job = LockWait {
+                    fs: self.dispatcher.fs().clone(),
+                    pending,
+                    vring: self.vring,
+                    mem: self.mem,
+                    chain: self.chain,
+                };
+                self.lock_waiters.dispatch(job);
+                false
+            }
+        }
+    }
+}
+
+/// A contended `FUSE_SETLKW` waiting for its lock off the queue thread.
+struct LockWait<F: ServedFs> {
+    fs: Arc<F>,
+    pending: PendingLock,
+    vring: Vring,
+    mem: Arc<Mem>,
+    chain: Chain,
+}
+
+impl<F: ServedFs> LockWait<F> {
+    fn finish(self, header: OutHeader) {
+        let len = write_header(&self.mem, &self.chain, header);
+        add_used(&self.vring, self.chain.head_index(), len);
+        signal(&self.vring);
+    }
+}
+
+impl<F: ServedFs> DeferredReply for LockWait<F> {
+    fn complete(self) {
+        let header = self.pending.wait(&*self.fs);
+        self.finish(header);
+    }
+
+    fn reject(self, errno: i32) {
+        let header = error_header(self.pending.unique, errno);
+        self.finish(header);
+    }
+}
+
+/// Dispatches one chain and works out what goes to the used ring.
+fn handle_chain<F: ServedFs>(dispatcher: &Dispatcher<F>, mem: &Arc<Mem>, chain: &Chain) -> Handled {
+    let mem: &Mem = mem;
+    let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("bad descriptor chain (request part): {e}");
+            return Handled::Used(0);
+        }
+    };
+    let writer = match VirtioFsWriter::new(mem, chain.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("bad descriptor chain (reply part): {e}");
+            return Handled::Used(0);
+        }
+    };
+    let writable = writer.available_bytes();
+    let used = match dispatcher.handle_message(reader, writer.into()) {
+        Outcome::NoReply => 0,
+        Outcome::Replied { len, .. } if len > 0 => len.min(writable) as u32,
+        Outcome::Replied { unique, .. } => sent_reply_len(mem, chain, unique).unwrap_or(0),
+        Outcome::Failed { unique, errno } => sent_reply_len(mem, chain, unique)
+            .unwrap_or_else(|| write_header(mem, chain, error_header(unique, errno))),
+        Outcome::Deferred(p) => return Handled::Deferred(p),
+    };
+    Handled::Used(used)
+}
+
+fn add_used(vring: &Vring, head: u16, len: u32) {
+    if let Err(e) = vring.add_used(head, len) {
+        tracing::warn!("cannot return descriptor {head} to the guest: {e}");
+    }
+}
+
+/// Length of the writable part of `chain`.
+fn writable_len(chain: &Chain) -> usize {
+    chain
+        .clone()
+        .writable()
+        .fold(0usize, |acc, d| acc.saturating_add(d.len() as usize))
+}
+
+/// The reply header at the start of the chain's writable buffers, if a
+/// complete one for `unique` is there (the server may have sent a reply
+/// before failing, or sent one without counting it).
+fn sent_reply_len(mem: &Mem, chain: &Chain, unique: u64) -> Option<u32> {
+    let mut raw = [0u8; OUT_HEADER_LEN];
+    let mut filled = 0;
+    for desc in chain.clone().writable() {
+        if filled == raw.len() {
+            break;
+        }
+        let n = (desc.len() as usize).min(raw.len() - filled);
+        mem.read_slice(&mut raw[filled..filled + n], desc.addr())
+            .ok()?;
+        filled += n;
+    }
+    if filled < raw.len() {
+        return None;
+    }
+    let h = OutHeader::from_slice(&raw).copied()?;
+    let len = h.len as usize;
+    (h.unique == unique && len >= OUT_HEADER_LEN && len <= writable_len(chain) && h.error <= 0)
+        .then_some(h.len)
+}
+
+/// Writes a bare reply header into the chain; returns the used length.
+fn write_header(mem: &Mem, chain: &Chain, header: OutHeader) -> u32 {
+    let written = VirtioFsWriter::new(mem, chain.clone())
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|mut w| w.write_all(header.as_slice()));
+    match written {
+        Ok(()) => OUT_HEADER_LEN as u32,
+        Err(e) => {
+            tracing::debug!(unique = header.unique, "cannot write a reply header: {e}");
+            0
+        }
+    }
+}
+
+impl<F: ServedFs> VhostUserBackend for FsBackend<F> {
+    type Bitmap = ();
+    type Vring = Vring;
+
+    fn num_queues(&self) -> usize {
+        1 + MAX_REQUEST_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_MAX_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        (1u64 << VIRTIO_F_VERSION_1)
+            | (1u64 << VIRTIO_RING_F_INDIRECT_DESC)
+            | (1u64 << VIRTIO_RING_F_EVENT_IDX)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        let mut f = VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK;
+        if self.tag.is_some() {
+            f |= VhostUserProtocolFeatures::CONFIG;
+        }
+        f
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let cfg = self.config_space();
+        let (offset, size) = (offset as usize, size as usize);
+        if size > cfg.len() {
+            return Vec::new();
+        }
+        let mut out = vec![0u8; size];
+        if offset < cfg.len() {
+            let n = size.min(cfg.len() - offset);
+            out[..n].copy_from_slice(&cfg[offset..offset + n]);
+        }
+        out
+    }
+
+    fn update_memory(&self, _mem: AtomicMem) -> io::Result<()> {
+        // `self.mem` is the very atomic the daemon just updated.
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.num_queues()).map(|q| 1u64 << q).collect()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                tracing::error!("cannot create a worker exit event: {e}");
+                None
+            }
+        }
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Self::Vring],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(io::Error::other(format!(
+                "queue {thread_id}: unexpected epoll events {evset:?}"
+            )));
+        }
+        let Some(vring) = vrings.get(device_event as usize) else {
+            return Err(io::Error::other(format!(
+                "queue {thread_id}: unknown event {device_event}"
+            )));
+        };
+        // A broken queue is logged, not fatal: returning an error would end
+        // this queue's worker thread for good.
+        if let Err(e) = self.process_queue(vring) {
+            tracing::warn!("queue {thread_id}: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// Serves `fs` to one vhost-user frontend connecting on `listener`; returns
+/// when the frontend disconnects.
+pub fn serve<F: ServedFs>(
+    fs: Arc<F>,
+    listener: UnixListener,
+    opts: &VhostUserOptions,
+) -> Result<(), VhostUserError> {
+    let mem = GuestMemoryAtomic::new(Mem::new());
+    let backend = Arc::new(
+        FsBackend::new(fs, mem.clone(), opts).map_err(|e| VhostUserError::Setup(e.to_string()))?,
+    );
+    let mut daemon = VhostUserDaemon::new("virtiofsd-msb".into(), backend.clone(), mem)
+        .map_err(|e| VhostUserError::Setup(e.to_string()))?;
+    let mut listener = Listener::from(listener);
+    tracing::info!("waiting for a vhost-user frontend to connect");
+    daemon
+        .start(&mut listener)
+        .map_err(|e| VhostUserError::Connection(e.to_string()))?;
+    drop(listener);
+    tracing::info!("vhost-user frontend connected");
+    let result = daemon.wait();
+    for handler in daemon.get_epoll_handlers() {
+        handler.send_exit_event();
+    }
+    backend.shutdown();
+    match result {
+        Ok(()) => Ok(()),
+        Err(vhost_user_backend::Error::HandleRequest(
+            vhost::vhost_user::Error::Disconnected
+            | vhost::vhost_user::Error::PartialMessage
+            | vhost::vhost_user::Error::SocketBroken(_),
+        )) => {
+            tracing::info!("vhost-user frontend disconnected");
+            Ok(())
+        }
+        Err(e) => Err(VhostUserError::Connection(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::tests::{request, TinyFs};
+    use fuse_backend_rs::abi::fuse_abi::{InitIn, LkIn, Opcode};
+    use std::time::Duration;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Address, GuestAddress};
+
+    const REQ_ADDR: u64 = 0x10_0000;
+    const REPLY_ADDR: u64 = 0x20_0000;
+    const F_NEXT: u16 = 1;
+    const F_WRITE: u16 = 2;
+
+    struct Rig {
+        mem: AtomicMem,
+        backend: FsBackend<TinyFs>,
+        vring: Vring,
+        desc_table: GuestAddress,
+        avail: GuestAddress,
+        mock_used: GuestAddress,
+        next_desc: u16,
+    }
+
+    fn rig(pool: usize) -> Rig {
+        let mem =
+            GuestMemoryAtomic::new(Mem::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap());
+        let guard = mem.memory();
+        let mock = MockSplitQueue::new(&*guard, 16);
+        let vring = Vring::new(mem.clone(), 16).unwrap();
+        vring.set_queue_size(16);
+        vring
+            .set_queue_info(
+                mock.desc_table_addr().0,
+                mock.avail_addr().0,
+                mock.used_addr().0,
+            )
+            .unwrap();
+        vring.set_queue_ready(true);
+        let (desc_table, avail, mock_used) =
+            (mock.desc_table_addr(), mock.avail_addr(), mock.used_addr());
+        drop(mock);
+        drop(guard);
+        let opts = VhostUserOptions {
+            tag: Some("myfs".into()),
+            thread_pool_size: pool,
+        };
+        let backend = FsBackend::new(Arc::new(TinyFs::default()), mem.clone(), &opts).unwrap();
+        Rig {
+            mem,
+            backend,
+            vring,
+            desc_table,
+            avail,
+            mock_used,
+            next_desc: 0,
+        }
+    }
+
+    impl Rig {
+        /// Queues one request (two descriptors: request, reply buffer, or
+        /// just the request when `reply_len` is 0); returns the reply address.
+        fn push(&mut self, req: &[u8], reply_len: u32) -> u64 {
+            let guard = self.mem.memory();
+            let slot = u64::from(self.next_desc);
+            let req_addr = REQ_ADDR + slot * 0x1000;
+            let reply_addr = REPLY_ADDR + slot * 0x1000;
+            guard.write_slice(req, GuestAddress(req_addr)).unwrap();
+            guard
+                .write_slice(&vec![0xffu8; reply_len as usize], GuestAddress(reply_addr))
+                .unwrap();
+            let head = self.next_desc;
+            let mut descs = vec![RawDescriptor::from(SplitDescriptor::new(
+                req_addr,
+                req.len() as u32,
+                if reply_len > 0 { F_NEXT } else { 0 },
+                head + 1,
+            ))];
+            if reply_len > 0 {
+                descs.push(RawDescriptor::from(SplitDescriptor::new(
+                    reply_addr, reply_len, F_WRITE, 0,
+                )));
+            }
+            for (i, d) in descs.iter().enumerate() {
+                let at = self
+                    .desc_table
+                    .unchecked_add(16 * u64::from(head + i as u16));
+                guard.write_obj(*d, at).unwrap();
+            }
+            self.next_desc += descs.len() as u16;
+            let idx: u16 = guard.read_obj(self.avail.unchecked_add(2)).unwrap();
+            guard
+                .write_obj(head, self.avail.unchecked_add(4 + 2 * u64::from(idx % 16)))
+                .unwrap();
+            guard
+                .write_obj(idx.wrapping_add(1), self.avail.unchecked_add(2))
+                .unwrap();
+            reply_addr
+        }
+
+        fn used(&self) -> Vec<(u32, u32)> {
+            let guard = self.mem.memory();
+            let idx: u16 = guard.read_obj(self.mock_used.unchecked_add(2)).unwrap();
+            (0..idx)
+                .map(|i| {
+                    let at = self.mock_used.unchecked_add(4 + 8 * u64::from(i));
+                    let id: u32 = guard.read_obj(at).unwrap();
+                    let len: u32 = guard.read_obj(at.unchecked_add(4)).unwrap();
+                    (id, len)
+                })
+                .collect()
+        }
+
+        fn header(&self, addr: u64) -> OutHeader {
+            self.mem.memory().read_obj(GuestAddress(addr)).unwrap()
+        }
+
+        fn wait_used(&self, n: usize) -> Vec<(u32, u32)> {
+            for _ in 0..500 {
+                let u = self.used();
+                if u.len() >= n {
+                    return u;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("only {:?} used", self.used());
+        }
+    }
+
+    fn init_req(unique: u64) -> Vec<u8> {
+        let init = InitIn {
+            major: 7,
+            minor: 31,
+            max_readahead: 0,
+            flags: 0,
+        };
+        request(Opcode::Init as u32, unique, 0, init.as_slice())
+    }
+
+    fn exercise(pool: usize) {
+        let mut r = rig(pool);
+        let a = r.push(&init_req(1), 256);
+        let b = r.push(&request(Opcode::Lookup as u32, 2, 1, b"hello\0"), 256);
+        // Reply buffer too small for the entry: an error must still go out.
+        let c = r.push(&request(Opcode::Lookup as u32, 3, 1, b"hello\0"), 16);
+        // Garbage: too short for a header.
+        r.push(&[1, 2, 3], 64);
+        // Forget: no reply.
+        r.push(
+            &request(Opcode::Forget as u32, 5, 2, &1u64.to_le_bytes()),
+            0,
+        );
+        r.backend.process_queue(&r.vring).unwrap();
+        let used = r.wait_used(5);
+        let mut used = used;
+        used.sort();
+        let h = r.header(a);
+        assert_eq!((h.unique, h.error), (1, 0));
+        assert_eq!(used[0], (0, h.len));
+        let h = r.header(b);
+        assert_eq!((h.unique, h.error), (2, 0));
+        assert_eq!(used[1], (2, h.len));
+        let h = r.header(c);
+        assert_eq!(h.unique, 3);
+        assert!(h.error < 0, "{h:?}");
+        assert_eq!(used[2], (4, 16));
+        assert_eq!(used[3], (6, 0));
+        assert_eq!(used[4], (8, 0));
+        assert_eq!(r.header(c).len, 16);
+        r.backend.shutdown();
+    }
+
+    #[test]
+    fn requests_round_trip_inline() {
+        exercise(0);
+    }
+
+    #[test]
+    fn requests_round_trip_on_a_pool() {
+        exercise(2);
+    }
+
+    #[test]
+    fn contended_lock_does_not_block_the_queue() {
+        let mut r = rig(0);
+        r.push(&init_req(1), 256);
+        r.backend.process_queue(&r.vring).unwrap();
+        r.backend
+            .dispatcher
+            .fs()
+            .locked
+            .store(true, Ordering::SeqCst);
+        let lk = LkIn {
+            fh: 1,
+            owner: 9,
+            lk: fuse_backend_rs::abi::fuse_abi::FileLock {
+                start: 0,
+                end: u64::MAX,
+                type_: libc::F_WRLCK as u32,
+                pid: 1,
+            },
+            lk_flags: 0,
+            padding: 0,
+        };
+        let lock_reply = r.push(&request(Opcode::Setlkw as u32, 2, 2, lk.as_slice()), 64);
+        r.push(&request(Opcode::Getattr as u32, 3, 1, &[0u8; 16]), 256);
+        r.backend.process_queue(&r.vring).unwrap();
+        // The getattr behind the waiting lock is answered.
+        let used = r.wait_used(2);
+        assert_eq!(used[1].0, 4, "{used:?}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(r.used().len(), 2);
+        r.backend
+            .dispatcher
+            .fs()
+            .locked
+            .store(false, Ordering::SeqCst);
+        let used = r.wait_used(3);
+        assert_eq!(used[2], (2, 16));
+        let h = r.header(lock_reply);
+        assert_eq!((h.unique, h.error, h.len), (2, 0, 16));
+    }
+
+    #[test]
+    fn config_space_and_features() {
+        let r = rig(0);
+        let b = &r.backend;
+        let cfg = b.get_config(0, 40);
+        assert_eq!(&cfg[..4], b"myfs");
+        assert!(cfg[4..36].iter().all(|&x| x == 0));
+        assert_eq!(u32::from_le_bytes(cfg[36..40].try_into().unwrap()), 16);
+        assert_eq!(b.get_config(36, 4), 16u32.to_le_bytes().to_vec());
+        assert_eq!(b.get_config(38, 4), vec![0, 0, 0, 0]);
+        assert!(b.get_config(0, 4096).is_empty());
+        assert!(b
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::CONFIG));
+        assert!(b
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::MQ));
+        assert_eq!(b.num_queues(), 17);
+        assert_eq!(b.queues_per_thread().len(), 17);
+        assert!(b.features() & (1 << VIRTIO_F_VERSION_1) != 0);
+        let no_tag = FsBackend::new(
+            Arc::new(TinyFs::default()),
+            r.mem.clone(),
+            &VhostUserOptions::default(),
+        )
+        .unwrap();
+        assert!(!no_tag
+            .protocol_features()
+            .contains(VhostUserProtocolFeatures::CONFIG));
+    }
+}
