@@ -190,7 +190,10 @@ impl GuestConfig {
     /// targets. The message names the bad field.
     pub fn validate(&self) -> Result<(), String> {
         if self.version != CONFIG_VERSION {
-            return Err(format!("config version {} (this init reads {CONFIG_VERSION})", self.version));
+            return Err(format!(
+                "config version {} (this init reads {CONFIG_VERSION})",
+                self.version
+            ));
         }
         if self.command.is_empty() || self.command[0].is_empty() {
             return Err("command is empty".into());
@@ -198,7 +201,9 @@ impl GuestConfig {
         for m in &self.mounts {
             let t = m.target();
             if !t.starts_with('/') || t.split('/').any(|c| c == "..") {
-                return Err(format!("mount target {t:?} must be an absolute path without '..'"));
+                return Err(format!(
+                    "mount target {t:?} must be an absolute path without '..'"
+                ));
             }
         }
         if let Some(w) = &self.workdir {
@@ -224,13 +229,33 @@ mod tests {
             gid: 0,
             rootfs_tag: None,
             mounts: vec![
-                GuestMount::Virtiofs { tag: "m0".into(), target: "/data".into(), flags: MountFlags { ro: true, ..Default::default() } },
-                GuestMount::Tmpfs { target: "/tmp".into(), size_bytes: Some(1 << 20), flags: MountFlags::default() },
-                GuestMount::Block { serial: "msb-d0".into(), target: "/disk".into(), fstype: None, flags: MountFlags::default() },
+                GuestMount::Virtiofs {
+                    tag: "m0".into(),
+                    target: "/data".into(),
+                    flags: MountFlags {
+                        ro: true,
+                        ..Default::default()
+                    },
+                },
+                GuestMount::Tmpfs {
+                    target: "/tmp".into(),
+                    size_bytes: Some(1 << 20),
+                    flags: MountFlags::default(),
+                },
+                GuestMount::Block {
+                    serial: "msb-d0".into(),
+                    target: "/disk".into(),
+                    fstype: None,
+                    flags: MountFlags::default(),
+                },
             ],
             stdio: StdioChannels {
-                stdout: OutputChannel::Port { name: "msb.stdout".into() },
-                stderr: OutputChannel::Device { path: "/dev/ttyS0".into() },
+                stdout: OutputChannel::Port {
+                    name: "msb.stdout".into(),
+                },
+                stderr: OutputChannel::Device {
+                    path: "/dev/ttyS0".into(),
+                },
             },
         }
     }
@@ -247,19 +272,32 @@ mod tests {
     #[test]
     fn bad_configs_are_named() {
         let mut c = sample();
-        c.mounts.push(GuestMount::Tmpfs { target: "rel".into(), size_bytes: None, flags: MountFlags::default() });
+        c.mounts.push(GuestMount::Tmpfs {
+            target: "rel".into(),
+            size_bytes: None,
+            flags: MountFlags::default(),
+        });
         assert!(c.validate().unwrap_err().contains("\"rel\""));
         let mut c = sample();
         c.command.clear();
         assert!(c.validate().unwrap_err().contains("command"));
-        assert!(serde_json::from_str::<GuestConfig>(r#"{"version":1,"command":["x"],"bogus":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<GuestConfig>(r#"{"version":1,"command":["x"],"bogus":1}"#)
+                .is_err()
+        );
     }
 
     #[test]
     fn status_json_is_tagged() {
-        let s = GuestStatus::InitFailed { stage: InitStage::Mount, message: "m".into() };
+        let s = GuestStatus::InitFailed {
+            stage: InitStage::Mount,
+            message: "m".into(),
+        };
         let t = serde_json::to_string(&s).unwrap();
-        assert_eq!(t, r#"{"outcome":"init_failed","stage":"mount","message":"m"}"#);
+        assert_eq!(
+            t,
+            r#"{"outcome":"init_failed","stage":"mount","message":"m"}"#
+        );
         assert_eq!(serde_json::from_str::<GuestStatus>(&t).unwrap(), s);
     }
 }

@@ -340,13 +340,14 @@ pub fn raise_rlimit_nofile(requested: Option<u64>) -> Result<u64, DaemonError> {
 /// The inode fd bound to use under a soft RLIMIT_NOFILE of `nofile`.
 ///
 /// Inode fds and open file handles are bounded separately by the same
-/// number, so twice the bound plus a reserve for the daemon's own fds
-/// (sockets, eventfds, guest memory) must fit. An explicit bound that does
+/// number, and lock-owner descriptions by a quarter of it, so 2.25 times
+/// the bound plus a reserve for the daemon's own fds (sockets, eventfds,
+/// guest memory) must fit. An explicit bound that does
 /// not fit is an error; the default is lowered to fit.
 pub fn inode_fd_bound(requested: Option<usize>, nofile: u64) -> Result<usize, DaemonError> {
     let nofile = usize::try_from(nofile).unwrap_or(usize::MAX);
     let reserve = (nofile / 4).min(1024);
-    let fits = nofile.saturating_sub(reserve) / 2;
+    let fits = nofile.saturating_sub(reserve) / 9 * 4;
     match requested {
         Some(n) if n <= fits => Ok(n),
         Some(n) => Err(DaemonError::MaxInodeFds {
@@ -598,7 +599,7 @@ mod tests {
             DEFAULT_MAX_INODE_FDS
         );
         let low = inode_fd_bound(None, 1024).unwrap();
-        assert!(low * 2 + 256 <= 1024, "{low}");
+        assert!(low * 9 / 4 + 256 <= 1024, "{low}");
         assert!(low >= 16);
         assert_eq!(inode_fd_bound(Some(100), 1024).unwrap(), 100);
         let e = inode_fd_bound(Some(10_000), 1024).unwrap_err();

@@ -23,8 +23,14 @@ impl std::fmt::Display for NameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NameError::Empty => write!(f, "volume name is empty"),
-            NameError::TooLong(n) => write!(f, "volume name is {n} bytes, at most {MAX_NAME_LEN} allowed"),
-            NameError::BadChar(c) => write!(f, "volume name holds {c:?}; use letters, digits, '_', '.', '-'"),
+            NameError::TooLong(n) => write!(
+                f,
+                "volume name is {n} bytes, at most {MAX_NAME_LEN} allowed"
+            ),
+            NameError::BadChar(c) => write!(
+                f,
+                "volume name holds {c:?}; use letters, digits, '_', '.', '-'"
+            ),
             NameError::BadStart(c) => write!(f, "volume name must not start with {c:?}"),
         }
     }
@@ -42,7 +48,10 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     if first == '.' || first == '-' {
         return Err(NameError::BadStart(first));
     }
-    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
         Some(c) => Err(NameError::BadChar(c)),
         None => Ok(()),
     }

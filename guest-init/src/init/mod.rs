@@ -21,7 +21,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::config::{
-    GuestConfig, GuestStatus, InitStage, CONFIG_FILE, CONTROL_MOUNT, CONTROL_TAG, NEW_ROOT, STATUS_FILE,
+    GuestConfig, GuestStatus, InitStage, CONFIG_FILE, CONTROL_MOUNT, CONTROL_TAG, NEW_ROOT,
+    STATUS_FILE,
 };
 
 /// Writes a line to the kernel console (what the launcher logs on failure).
@@ -49,15 +50,22 @@ pub fn run_as_pid1() -> ! {
 
 fn setup_and_run() -> Result<GuestStatus, GuestStatus> {
     mounts::mount_system("").map_err(|m| failed(InitStage::Setup, m))?;
-    modules::load_all(Path::new("/"), Path::new(modules::MODULE_LIST)).map_err(|m| failed(InitStage::Setup, m))?;
-    sys::mkdir_all(CONTROL_MOUNT).map_err(|e| failed(InitStage::Setup, format!("mkdir {CONTROL_MOUNT}: {e}")))?;
-    sys::mount(CONTROL_TAG, CONTROL_MOUNT, "virtiofs", 0, "")
-        .map_err(|e| failed(InitStage::Setup, format!("control share {CONTROL_TAG:?}: {e}")))?;
+    modules::load_all(Path::new("/"), Path::new(modules::MODULE_LIST))
+        .map_err(|m| failed(InitStage::Setup, m))?;
+    sys::mkdir_all(CONTROL_MOUNT)
+        .map_err(|e| failed(InitStage::Setup, format!("mkdir {CONTROL_MOUNT}: {e}")))?;
+    sys::mount(CONTROL_TAG, CONTROL_MOUNT, "virtiofs", 0, "").map_err(|e| {
+        failed(
+            InitStage::Setup,
+            format!("control share {CONTROL_TAG:?}: {e}"),
+        )
+    })?;
     let config = read_config()?;
 
     let root = match &config.rootfs_tag {
         Some(tag) => {
-            sys::mkdir_all(NEW_ROOT).map_err(|e| failed(InitStage::Mount, format!("mkdir {NEW_ROOT}: {e}")))?;
+            sys::mkdir_all(NEW_ROOT)
+                .map_err(|e| failed(InitStage::Mount, format!("mkdir {NEW_ROOT}: {e}")))?;
             sys::mount(tag, NEW_ROOT, "virtiofs", 0, "")
                 .map_err(|e| failed(InitStage::Mount, format!("rootfs tag {tag:?}: {e}")))?;
             mounts::mount_system(NEW_ROOT).map_err(|m| failed(InitStage::Mount, m))?;
@@ -68,17 +76,22 @@ fn setup_and_run() -> Result<GuestStatus, GuestStatus> {
     for m in &config.mounts {
         mounts::apply(root, m).map_err(|msg| failed(InitStage::Mount, msg))?;
     }
-    let stdout = process::open_channel(&config.stdio.stdout).map_err(|m| failed(InitStage::Setup, m))?;
-    let stderr = process::open_channel(&config.stdio.stderr).map_err(|m| failed(InitStage::Setup, m))?;
+    let stdout =
+        process::open_channel(&config.stdio.stdout).map_err(|m| failed(InitStage::Setup, m))?;
+    let stderr =
+        process::open_channel(&config.stdio.stderr).map_err(|m| failed(InitStage::Setup, m))?;
     Ok(process::run(&config, root, stdout, stderr))
 }
 
 fn read_config() -> Result<GuestConfig, GuestStatus> {
     let path = format!("{CONTROL_MOUNT}/{CONFIG_FILE}");
-    let text = std::fs::read_to_string(&path).map_err(|e| failed(InitStage::Config, format!("{path}: {e}")))?;
-    let config: GuestConfig =
-        serde_json::from_str(&text).map_err(|e| failed(InitStage::Config, format!("{path}: {e}")))?;
-    config.validate().map_err(|m| failed(InitStage::Config, format!("{path}: {m}")))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| failed(InitStage::Config, format!("{path}: {e}")))?;
+    let config: GuestConfig = serde_json::from_str(&text)
+        .map_err(|e| failed(InitStage::Config, format!("{path}: {e}")))?;
+    config
+        .validate()
+        .map_err(|m| failed(InitStage::Config, format!("{path}: {m}")))?;
     Ok(config)
 }
 

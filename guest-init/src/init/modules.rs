@@ -21,7 +21,11 @@ pub fn load_all(root: &Path, list: &Path) -> Result<usize, String> {
         Err(e) => return Err(format!("{}: {e}", list.display())),
     };
     let mut loaded = 0;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let path = root.join(line.trim_start_matches('/'));
         sys::load_module(&path).map_err(|e| format!("module {}: {e}", path.display()))?;
         loaded += 1;

@@ -12,8 +12,18 @@ const DEVICE_WAIT: Duration = Duration::from_secs(5);
 /// Mounts proc, sysfs, devtmpfs and /run under `root` ("" for `/`).
 pub fn mount_system(root: &str) -> Result<(), String> {
     for (src, dir, fstype, flags) in [
-        ("proc", "/proc", "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC),
-        ("sysfs", "/sys", "sysfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC),
+        (
+            "proc",
+            "/proc",
+            "proc",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        ),
+        (
+            "sysfs",
+            "/sys",
+            "sysfs",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        ),
         ("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID),
         ("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV),
     ] {
@@ -54,13 +64,22 @@ pub fn apply(root: &str, mount: &GuestMount) -> Result<(), String> {
     sys::mkdir_all(&target).map_err(|e| fail(format!("mkdir: {e}")))?;
     match mount {
         GuestMount::Virtiofs { tag, flags, .. } => {
-            sys::mount(tag, &target, "virtiofs", flag_bits(flags), "").map_err(|e| fail(format!("virtiofs tag {tag:?}: {e}")))
+            sys::mount(tag, &target, "virtiofs", flag_bits(flags), "")
+                .map_err(|e| fail(format!("virtiofs tag {tag:?}: {e}")))
         }
-        GuestMount::Tmpfs { size_bytes, flags, .. } => {
+        GuestMount::Tmpfs {
+            size_bytes, flags, ..
+        } => {
             let data = size_bytes.map(|s| format!("size={s}")).unwrap_or_default();
-            sys::mount("tmpfs", &target, "tmpfs", flag_bits(flags), &data).map_err(|e| fail(format!("tmpfs: {e}")))
+            sys::mount("tmpfs", &target, "tmpfs", flag_bits(flags), &data)
+                .map_err(|e| fail(format!("tmpfs: {e}")))
         }
-        GuestMount::Block { serial, fstype, flags, .. } => {
+        GuestMount::Block {
+            serial,
+            fstype,
+            flags,
+            ..
+        } => {
             let dev = find_disk(serial).map_err(fail)?;
             let fstype = match fstype {
                 Some(f) => f.clone(),

@@ -16,12 +16,16 @@ pub fn open_channel(channel: &OutputChannel) -> Result<File, String> {
         OutputChannel::Device { path } => path.clone(),
         OutputChannel::Port { name } => find_port(name)?,
     };
-    std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| format!("output channel {path}: {e}"))
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("output channel {path}: {e}"))
 }
 
 /// The /dev node of the virtio-serial port called `name`.
 fn find_port(name: &str) -> Result<String, String> {
-    let entries = std::fs::read_dir("/sys/class/virtio-ports").map_err(|e| format!("virtio ports: {e}"))?;
+    let entries =
+        std::fs::read_dir("/sys/class/virtio-ports").map_err(|e| format!("virtio ports: {e}"))?;
     for e in entries.flatten() {
         let port_name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
         if port_name.trim() == name {
@@ -65,7 +69,9 @@ pub fn run(config: &GuestConfig, root: &str, stdout: File, stderr: File) -> Gues
             libc::setsid();
             let drop_ids = gid != 0 || uid != 0;
             if drop_ids
-                && (libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0)
+                && (libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0)
             {
                 return Err(io::Error::last_os_error());
             }
@@ -101,7 +107,10 @@ fn reap_until(main: libc::pid_t) -> GuestStatus {
             if e.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            return GuestStatus::InitFailed { stage: InitStage::Exec, message: format!("waitpid: {e}") };
+            return GuestStatus::InitFailed {
+                stage: InitStage::Exec,
+                message: format!("waitpid: {e}"),
+            };
         }
         if pid == main {
             let st = std::process::ExitStatus::from_raw(status);

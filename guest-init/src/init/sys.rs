@@ -5,7 +5,8 @@ use std::io;
 use std::path::Path;
 
 fn cstr(p: &str) -> io::Result<CString> {
-    CString::new(p).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{p:?} holds a NUL")))
+    CString::new(p)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{p:?} holds a NUL")))
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
@@ -17,7 +18,13 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 }
 
 /// `mount(2)`; `data` is the fs-specific option string.
-pub fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+pub fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
     let (s, t, f, d) = (cstr(source)?, cstr(target)?, cstr(fstype)?, cstr(data)?);
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
     check(unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) })

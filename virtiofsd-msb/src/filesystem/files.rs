@@ -5,8 +5,8 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::AsFd;
 
-use fuse_backend_rs::abi::fuse_abi::{CreateIn, OpenOptions, LK_FLOCK};
-use fuse_backend_rs::api::filesystem::{Context, Entry, FileLock, ZeroCopyReader, ZeroCopyWriter};
+use fuse_backend_rs::abi::fuse_abi::{CreateIn, OpenOptions};
+use fuse_backend_rs::api::filesystem::{Context, Entry, ZeroCopyReader, ZeroCopyWriter};
 
 use super::sys::{self, ScopedFsCreds};
 use super::{CachePolicy, ConfinedFs};
@@ -110,28 +110,6 @@ impl ConfinedFs {
         h.with_file(|f| r.read_to(f, size as usize, offset))
     }
 
-    /// On close of any guest fd of the handle: drop the POSIX locks held
-    /// through it, as close(2) does.
-    pub(super) fn do_flush(&self, inode: u64, handle: u64) -> io::Result<()> {
-        let h = self.handles.get(handle, inode)?;
-        let mut unlock = posix_lock(&FileLock {
-            start: 0,
-            end: u64::MAX,
-            lock_type: libc::F_UNLCK as u32,
-            pid: 0,
-        });
-        match sys::ofd_lock(h.fd(), libc::F_OFD_SETLK, &mut unlock) {
-            // Not every filesystem supports locks; flush still succeeds.
-            Err(e)
-                if e.raw_os_error() != Some(libc::ENOLCK)
-                    && e.raw_os_error() != Some(libc::EINVAL) =>
-            {
-                Err(e)
-            }
-            _ => Ok(()),
-        }
-    }
-
     pub(super) fn do_release(&self, inode: u64, handle: u64) -> io::Result<()> {
         self.handles.remove(handle, inode)
     }
@@ -192,72 +170,5 @@ impl ConfinedFs {
             .unwrap_or(usize::MAX)
             .min(isize::MAX as usize);
         sys::copy_range(src.fd(), offset_in, dst.fd(), offset_out, len, flags)
-    }
-
-    pub(super) fn do_getlk(&self, inode: u64, handle: u64, lock: FileLock) -> io::Result<FileLock> {
-        let h = self.handles.get(handle, inode)?;
-        let mut fl = posix_lock(&lock);
-        sys::ofd_lock(h.fd(), libc::F_OFD_GETLK, &mut fl)?;
-        Ok(file_lock(&fl))
-    }
-
-    /// `setlk` / `setlkw`; `wait` blocks this worker until the lock is free.
-    pub(super) fn do_setlk(
-        &self,
-        inode: u64,
-        handle: u64,
-        lock: FileLock,
-        flags: u32,
-        wait: bool,
-    ) -> io::Result<()> {
-        let h = self.handles.get(handle, inode)?;
-        if flags & LK_FLOCK != 0 {
-            let op = match lock.lock_type as i32 {
-                libc::F_RDLCK => libc::LOCK_SH,
-                libc::F_WRLCK => libc::LOCK_EX,
-                libc::F_UNLCK => libc::LOCK_UN,
-                _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
-            };
-            return sys::flock_fd(h.fd(), if wait { op } else { op | libc::LOCK_NB });
-        }
-        let mut fl = posix_lock(&lock);
-        let cmd = if wait {
-            libc::F_OFD_SETLKW
-        } else {
-            libc::F_OFD_SETLK
-        };
-        sys::ofd_lock(h.fd(), cmd, &mut fl)
-    }
-}
-
-/// FUSE lock (inclusive end, `OFFSET_MAX` for "to the end") → `flock64`.
-fn posix_lock(lock: &FileLock) -> libc::flock64 {
-    // SAFETY: plain data; every field is set below or meant to be zero.
-    let mut fl: libc::flock64 = unsafe { std::mem::zeroed() };
-    fl.l_type = lock.lock_type as i16;
-    fl.l_whence = libc::SEEK_SET as i16;
-    fl.l_start = lock.start.min(i64::MAX as u64) as i64;
-    fl.l_len = if lock.end >= i64::MAX as u64 {
-        0
-    } else {
-        (lock.end.saturating_sub(lock.start) + 1).min(i64::MAX as u64) as i64
-    };
-    fl.l_pid = 0;
-    fl
-}
-
-/// `flock64` from F_OFD_GETLK → FUSE lock.
-fn file_lock(fl: &libc::flock64) -> FileLock {
-    let start = fl.l_start.max(0) as u64;
-    let end = if fl.l_len == 0 {
-        i64::MAX as u64
-    } else {
-        start + fl.l_len as u64 - 1
-    };
-    FileLock {
-        start,
-        end,
-        lock_type: fl.l_type as u32,
-        pid: fl.l_pid.max(0) as u32,
     }
 }

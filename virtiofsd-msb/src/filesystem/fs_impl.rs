@@ -24,6 +24,7 @@ impl FileSystem for ConfinedFs {
         // A new session: whatever an earlier guest held is gone.
         self.inodes.clear();
         self.handles.clear();
+        self.locks.clear();
         let wanted = FsOptions::ASYNC_READ
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::BIG_WRITES
@@ -40,6 +41,7 @@ impl FileSystem for ConfinedFs {
     fn destroy(&self) {
         self.inodes.clear();
         self.handles.clear();
+        self.locks.clear();
     }
 
     fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
@@ -195,8 +197,8 @@ impl FileSystem for ConfinedFs {
         self.do_write(inode, handle, r, size, offset)
     }
 
-    fn flush(&self, _ctx: &Context, inode: u64, handle: u64, _lock_owner: u64) -> io::Result<()> {
-        self.do_flush(inode, handle)
+    fn flush(&self, _ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {
+        self.do_flush(inode, handle, lock_owner)
     }
 
     fn fsync(&self, _ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
@@ -323,11 +325,11 @@ impl FileSystem for ConfinedFs {
         _ctx: &Context,
         inode: u64,
         handle: u64,
-        _owner: u64,
+        owner: u64,
         lock: FileLock,
         _flags: u32,
     ) -> io::Result<FileLock> {
-        self.do_getlk(inode, handle, lock)
+        self.do_getlk(inode, handle, owner, lock)
     }
 
     fn setlk(
@@ -335,11 +337,11 @@ impl FileSystem for ConfinedFs {
         _ctx: &Context,
         inode: u64,
         handle: u64,
-        _owner: u64,
+        owner: u64,
         lock: FileLock,
         flags: u32,
     ) -> io::Result<()> {
-        self.do_setlk(inode, handle, lock, flags, false)
+        self.do_setlk(inode, handle, owner, lock, flags, false)
     }
 
     fn setlkw(
@@ -347,11 +349,11 @@ impl FileSystem for ConfinedFs {
         _ctx: &Context,
         inode: u64,
         handle: u64,
-        _owner: u64,
+        owner: u64,
         lock: FileLock,
         flags: u32,
     ) -> io::Result<()> {
-        self.do_setlk(inode, handle, lock, flags, true)
+        self.do_setlk(inode, handle, owner, lock, flags, true)
     }
 }
 
@@ -378,10 +380,10 @@ impl ExtraRequests for ConfinedFs {
         _ctx: &Context,
         inode: u64,
         handle: u64,
-        _owner: u64,
+        owner: u64,
         lock: FileLock,
         flags: u32,
     ) -> io::Result<()> {
-        self.do_setlk(inode, handle, lock, flags, true)
+        self.do_setlk(inode, handle, owner, lock, flags, true)
     }
 }

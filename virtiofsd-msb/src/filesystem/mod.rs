@@ -3,8 +3,8 @@
 //!
 //! Split by concern: [`inodes`] (node ids, lookup counts, the fd bound),
 //! [`handles`] (open files), [`sys`] (syscall wrappers), and the request
-//! handlers in `entries` (names in directories), `attrs`, `files` (I/O and
-//! locks), `dirs` (directory listing) and `xattrs`; `fs_impl` wires them to
+//! handlers in `entries` (names in directories), `attrs`, `files` (I/O),
+//! [`locks`], `dirs` (directory listing) and `xattrs`; `fs_impl` wires them to
 //! fuse-backend-rs's `FileSystem` trait.
 
 mod attrs;
@@ -15,6 +15,7 @@ mod files;
 mod fs_impl;
 pub mod handles;
 pub mod inodes;
+pub mod locks;
 pub mod sys;
 mod xattrs;
 
@@ -55,7 +56,8 @@ pub struct FsConfig {
     /// Serve extended attributes (otherwise xattr requests answer ENOSYS).
     pub xattr: bool,
     /// Most host fds the inode table may hold open at once (open file
-    /// handles are bounded by the same number, separately).
+    /// handles are bounded by the same number, separately, and lock-owner
+    /// descriptions by a quarter of it).
     pub max_inode_fds: usize,
 }
 
@@ -64,6 +66,7 @@ pub struct ConfinedFs {
     config: FsConfig,
     inodes: InodeStore,
     handles: HandleTable,
+    locks: locks::OwnerLocks,
     proc_fd: ProcSelfFd,
     timeout: Duration,
 }
@@ -92,6 +95,7 @@ impl ConfinedFs {
         };
         Ok(ConfinedFs {
             handles: HandleTable::new(config.max_inode_fds),
+            locks: locks::OwnerLocks::new((config.max_inode_fds / 4).max(1)),
             config,
             inodes,
             proc_fd: ProcSelfFd::open()?,
