@@ -1,0 +1,266 @@
+//! Runs the `virtiofsd-msb` binary for a test and cleans up after it.
+//!
+//! [`Daemon::start`] makes a temporary directory holding `share/` (the
+//! shared dir), the socket and the daemon's log, starts the daemon and waits
+//! for its socket. Dropping the [`Daemon`] kills and reaps the process and
+//! removes the directory, also when the test panics; a panicking test gets
+//! the tail of the daemon's log on stderr.
+
+use std::env;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::vhost_driver::{FsDriver, FuseClient};
+
+/// How long to wait for the socket to appear.
+const SOCKET_WAIT: Duration = Duration::from_secs(30);
+
+/// Finds the daemon binary: `$MSB_DAEMON_BIN`, else the newer of
+/// `<target>/debug/virtiofsd-msb` and `<target>/release/virtiofsd-msb`
+/// (`<target>` is `$CARGO_TARGET_DIR` or the workspace's `target/`).
+pub fn daemon_binary() -> io::Result<PathBuf> {
+    if let Some(p) = env::var_os("MSB_DAEMON_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("MSB_DAEMON_BIN={} is not a file", p.display()),
+            ))
+        };
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| {
+            if t.is_relative() {
+                workspace.join(t)
+            } else {
+                t
+            }
+        })
+        .unwrap_or_else(|| workspace.join("target"));
+    let newest = ["debug", "release"]
+        .iter()
+        .map(|profile| target.join(profile).join("virtiofsd-msb"))
+        .filter_map(|p| {
+            let mtime = fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            Some((mtime, p))
+        })
+        .max_by_key(|(mtime, _): &(SystemTime, PathBuf)| *mtime);
+    newest.map(|(_, p)| p).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "virtiofsd-msb binary not found under {}/{{debug,release}}: run \
+                 `cargo build -p virtiofsd-msb` first (or set MSB_DAEMON_BIN)",
+                target.display()
+            ),
+        )
+    })
+}
+
+/// A running daemon with its own temporary directory.
+pub struct Daemon {
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+    socket: PathBuf,
+    shared: PathBuf,
+    log: PathBuf,
+}
+
+/// Options for [`Daemon::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// Extra command-line arguments after `--socket-path` and `--shared-dir`.
+    pub args: Vec<String>,
+    /// Called with the temporary root (shared dir is `root/share`) before
+    /// the daemon starts, to lay out files.
+    pub prepare: Option<fn(&Path) -> io::Result<()>>,
+}
+
+impl Daemon {
+    /// Starts the daemon on an empty `share/` with `extra_args`.
+    pub fn start(extra_args: &[&str]) -> io::Result<Daemon> {
+        Daemon::start_with(DaemonOptions {
+            args: extra_args.iter().map(|s| s.to_string()).collect(),
+            prepare: None,
+        })
+    }
+
+    /// Starts the daemon as `opts` says and waits for its socket.
+    pub fn start_with(opts: DaemonOptions) -> io::Result<Daemon> {
+        let bin = daemon_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("msb-vhost-test-")
+            .tempdir()?;
+        let root = dir.path().to_path_buf();
+        let shared = root.join("share");
+        fs::create_dir(&shared)?;
+        if let Some(prepare) = opts.prepare {
+            prepare(&root)?;
+        }
+        let socket = root.join("vhost.sock");
+        let log = root.join("daemon.log");
+        let out = File::create(&log)?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--socket-path")
+            .arg(&socket)
+            .arg("--shared-dir")
+            .arg(&shared)
+            .args(&opts.args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = cmd
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("starting {}: {e}", bin.display())))?;
+        let mut d = Daemon {
+            child: Some(child),
+            dir: Some(dir),
+            socket,
+            shared,
+            log,
+        };
+        d.wait_for_socket()?;
+        Ok(d)
+    }
+
+    fn wait_for_socket(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + SOCKET_WAIT;
+        loop {
+            if self.socket.exists() {
+                return Ok(());
+            }
+            if let Some(status) = self.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "daemon exited ({status}) before creating its socket; log:\n{}",
+                    self.log_tail(4000)
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "daemon did not create {} within {SOCKET_WAIT:?}; log:\n{}",
+                        self.socket.display(),
+                        self.log_tail(4000)
+                    ),
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The vhost-user socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The shared directory (`root/share`).
+    pub fn shared_dir(&self) -> &Path {
+        &self.shared
+    }
+
+    /// The temporary root holding the share, socket and log; tests may put
+    /// things outside the share here.
+    pub fn root(&self) -> &Path {
+        self.shared.parent().unwrap_or(&self.shared)
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// `Some(status)` once the daemon has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait(),
+            None => Err(io::Error::other("daemon already reaped")),
+        }
+    }
+
+    /// True while the daemon process runs.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `max` for the daemon to exit by itself.
+    pub fn wait_exit(&mut self, max: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + max;
+        loop {
+            if let Some(s) = self.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Number of open fds of the daemon (entries of `/proc/PID/fd`).
+    pub fn open_fds(&self) -> io::Result<usize> {
+        Ok(fs::read_dir(format!("/proc/{}/fd", self.pid()))?.count())
+    }
+
+    /// The last `max` bytes of the daemon's stdout/stderr.
+    pub fn log_tail(&self, max: usize) -> String {
+        let data = fs::read(&self.log).unwrap_or_default();
+        let start = data.len().saturating_sub(max);
+        String::from_utf8_lossy(&data[start..]).into_owned()
+    }
+
+    /// Connects a [`FsDriver`] with `request_queues` request queues and
+    /// sends `FUSE_INIT`; errors carry the tail of the daemon's log.
+    pub fn connect(&self, request_queues: usize) -> Result<FsDriver, String> {
+        let fs = FsDriver::connect(&self.socket, request_queues).map_err(|e| {
+            format!(
+                "connecting to the daemon: {e}\ndaemon log:\n{}",
+                self.log_tail(4000)
+            )
+        })?;
+        fs.init()
+            .map_err(|e| format!("FUSE_INIT: {e}\ndaemon log:\n{}", self.log_tail(4000)))?;
+        Ok(fs)
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: i32) -> io::Result<()> {
+        // SAFETY: kill(2) on the pid of our own, not yet reaped child.
+        if unsafe { libc::kill(self.pid() as libc::pid_t, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "---- virtiofsd-msb log (tail) ----\n{}\n---- end of log ----",
+                self.log_tail(8000)
+            );
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
