@@ -14,7 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::vhost_driver::{FsDriver, FuseClient};
+use crate::vhost_driver::{DriverConfig, FsDriver, FuseClient};
 
 /// How long to wait for the socket to appear.
 const SOCKET_WAIT: Duration = Duration::from_secs(30);
@@ -56,7 +56,7 @@ pub fn daemon_binary() -> io::Result<PathBuf> {
             Some((mtime, p))
         })
         .max_by_key(|(mtime, _): &(SystemTime, PathBuf)| *mtime);
-    newest.map(|(_, p)| p).ok_or_else(|| {
+    let (built, bin) = newest.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!(
@@ -65,7 +65,37 @@ pub fn daemon_binary() -> io::Result<PathBuf> {
                 target.display()
             ),
         )
-    })
+    })?;
+    // `cargo test` does not rebuild another package's binary: refuse to
+    // test a daemon older than the sources it was built from (listed in
+    // cargo's dep-info file next to it).
+    if let Some(src) = newer_source(&bin, built) {
+        return Err(io::Error::other(format!(
+            "{} is older than {}: run `cargo build -p virtiofsd-msb` \
+             (or set MSB_DAEMON_BIN to test a chosen binary)",
+            bin.display(),
+            src.display()
+        )));
+    }
+    Ok(bin)
+}
+
+/// A source file listed in `<bin>.d` that changed after `built`, if any.
+fn newer_source(bin: &Path, built: SystemTime) -> Option<PathBuf> {
+    let mut dep_info = bin.as_os_str().to_owned();
+    dep_info.push(".d");
+    let text = fs::read_to_string(PathBuf::from(dep_info)).ok()?;
+    let (_, deps) = text.lines().next()?.split_once(": ")?;
+    // Paths are separated by spaces; a space inside a path is `\ `.
+    let deps = deps.replace("\\ ", "\0");
+    deps.split(' ')
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d.replace('\0', " ")))
+        .find(|p| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m > built)
+        })
 }
 
 /// A running daemon with its own temporary directory.
@@ -224,7 +254,15 @@ impl Daemon {
     /// Connects a [`FsDriver`] with `request_queues` request queues and
     /// sends `FUSE_INIT`; errors carry the tail of the daemon's log.
     pub fn connect(&self, request_queues: usize) -> Result<FsDriver, String> {
-        let fs = FsDriver::connect(&self.socket, request_queues).map_err(|e| {
+        self.connect_with(DriverConfig {
+            request_queues,
+            ..DriverConfig::default()
+        })
+    }
+
+    /// Like [`Daemon::connect`] with a chosen driver configuration.
+    pub fn connect_with(&self, config: DriverConfig) -> Result<FsDriver, String> {
+        let fs = FsDriver::connect_with(&self.socket, config).map_err(|e| {
             format!(
                 "connecting to the daemon: {e}\ndaemon log:\n{}",
                 self.log_tail(4000)
@@ -262,5 +300,36 @@ impl Drop for Daemon {
         if let Some(dir) = self.dir.take() {
             let _ = dir.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::FileTimes;
+
+    #[test]
+    fn stale_binary_is_detected_from_dep_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("with space.rs");
+        let bin = dir.path().join("bin");
+        fs::write(&src, "").unwrap();
+        fs::write(&bin, "").unwrap();
+        let escaped = src.display().to_string().replace(' ', "\\ ");
+        fs::write(
+            dir.path().join("bin.d"),
+            format!("{}: {escaped} /nonexistent.rs\n", bin.display()),
+        )
+        .unwrap();
+        let now = SystemTime::now();
+        let set = |p: &Path, t: SystemTime| {
+            let f = File::options().write(true).open(p).unwrap();
+            f.set_times(FileTimes::new().set_modified(t)).unwrap();
+        };
+        set(&src, now - Duration::from_secs(60));
+        assert_eq!(newer_source(&bin, now), None);
+        set(&src, now + Duration::from_secs(60));
+        assert_eq!(newer_source(&bin, now), Some(src));
+        assert_eq!(newer_source(&dir.path().join("nobin"), now), None);
     }
 }

@@ -13,4 +13,5 @@ pub mod confinement;
 pub mod daemon;
 pub mod filesystem;
 pub mod protocol;
+pub mod request_check;
 pub mod transport;

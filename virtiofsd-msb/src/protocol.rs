@@ -23,6 +23,8 @@ use fuse_backend_rs::transport::{Reader, Writer};
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::ByteValued;
 
+use crate::request_check;
+
 /// Requests our filesystem serves that fuse-backend-rs's `Server` does not
 /// hand to a `FileSystem`.
 pub trait ExtraRequests {
@@ -228,6 +230,19 @@ where
             nodeid = header.nodeid,
             "fuse request"
         );
+        if let Err(errno) = request_check::check(&header, r.available_bytes(), &mut body.clone()) {
+            tracing::debug!(
+                opcode = header.opcode,
+                unique = header.unique,
+                errno,
+                "fuse: malformed request refused"
+            );
+            if is_no_reply_opcode(header.opcode) {
+                return Outcome::NoReply;
+            }
+            let mut w = w;
+            return reply_error(&mut w, header.unique, errno);
+        }
         // A bug in the decoding or the filesystem must not take the queue
         // thread down with it (the guest would wait forever): answer EIO.
         let handled = panic::catch_unwind(AssertUnwindSafe(|| match header.opcode {
