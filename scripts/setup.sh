@@ -5,7 +5,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
@@ -41,15 +40,32 @@ else
   log "Debian packages present (qemu-utils $qemu_utils_ver)"
 fi
 
-# Reference test tools from crates.io.
-export PATH="$HOME/.cargo/bin:$PATH"
-for tool in pjdfstest fsx; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    log "cargo install $tool"
-    cargo install --locked -q "$tool"
+# Rust toolchain: comes with the machine image (rustup); it cannot be fetched
+# here, so only check for it.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+command -v cargo >/dev/null ||
+  { log "cargo not found: install a Rust toolchain (rustup, stable >= 1.85)"; exit 1; }
+for sub in fmt clippy; do
+  cargo "$sub" --version >/dev/null 2>&1 ||
+    { log "cargo $sub missing: rustup component add ${sub/fmt/rustfmt}"; exit 1; }
+done
+
+# Reference test tools from crates.io, pinned: the tests parse their output.
+tools=(pjdfstest@0.2.2 fsx@0.3.2)
+for spec in "${tools[@]}"; do
+  tool=${spec%@*} version=${spec#*@}
+  have=$("$tool" --version 2>/dev/null || true)
+  if [ "$have" != "$tool $version" ]; then
+    log "cargo install $tool $version"
+    cargo install --locked -q --force "$tool" --version "$version"
   fi
 done
 
 # Guest kernel (Debian's cloud kernel) into target/guest/.
 "$here/fetch-kernel.sh"
+
+# Initramfs for the real-guest tests (rebuilt only when its inputs change).
+if [ -f "$here/build-test-initramfs.sh" ]; then
+  bash "$here/build-test-initramfs.sh"
+fi
 log "done"
