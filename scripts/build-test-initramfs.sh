@@ -42,7 +42,7 @@ init_src="$top/tests/guest/init.sh"
 lock_src="$top/tests/guest/msb-lock.rs"
 self="$top/scripts/build-test-initramfs.sh"
 modlib="$top/scripts/lib/guest-modules.sh"
-# shellcheck source=lib/guest-modules.sh
+# shellcheck source-path=SCRIPTDIR source=lib/guest-modules.sh
 . "$modlib"
 
 # Stamp of every input: rebuild when any changes.
