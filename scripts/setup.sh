@@ -69,3 +69,4 @@ if [ -f "$here/build-test-initramfs.sh" ]; then
   bash "$here/build-test-initramfs.sh"
 fi
 log "done"
+"$here/build-initramfs.sh" && (cd "$here/.." && cargo build --release --quiet -p virtiofsd-msb) # msb run: default initramfs (target/guest/msb-initramfs.cpio.gz) + daemon next to target/release/msb

@@ -169,6 +169,30 @@ pub enum GuestStatus {
     },
 }
 
+/// What `msb-init` writes to the status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    /// How the run ended.
+    pub status: GuestStatus,
+    /// Guest uptimes of the run's milestones.
+    #[serde(default)]
+    pub timings: GuestTimings,
+}
+
+/// Guest uptime (milliseconds since the kernel started) at each milestone,
+/// so the launcher can split boot time; 0 when not reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestTimings {
+    /// `msb-init` started.
+    pub init_start_ms: u64,
+    /// The command was started.
+    pub command_start_ms: u64,
+    /// The command ended.
+    pub command_end_ms: u64,
+}
+
 /// The step of `msb-init` that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

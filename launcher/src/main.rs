@@ -1,17 +1,45 @@
-//! `msb`: the micro-VM launcher.
-//!
-//! The `run` and `volume` subcommands are tracked in the project's issues;
-//! until they land this binary says so plainly and exits with status 2.
+//! `msb`: the micro-VM launcher (see the `launcher` library).
+
+use clap::Parser;
+use launcher::cli::{Cli, Command, LogLevel};
+use launcher::exit;
+
+fn init_logging(level: LogLevel) {
+    let level = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("launcher={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version") | Some("-V") => println!("msb {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            eprintln!(
-                "msb: no subcommands are available yet; serve a directory with `virtiofsd-msb` (see README.md)"
-            );
-            std::process::exit(2);
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => {
+            init_logging(args.log_level);
+            match launcher::run::run(&args) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => {
+                    eprintln!("msb: {e}");
+                    std::process::exit(e.code);
+                }
+            }
         }
     }
 }

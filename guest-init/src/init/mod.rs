@@ -21,8 +21,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::config::{
-    GuestConfig, GuestStatus, InitStage, CONFIG_FILE, CONTROL_MOUNT, CONTROL_TAG, NEW_ROOT,
-    STATUS_FILE,
+    GuestConfig, GuestStatus, GuestTimings, InitStage, StatusReport, CONFIG_FILE, CONTROL_MOUNT,
+    CONTROL_TAG, NEW_ROOT, STATUS_FILE,
 };
 
 /// Writes a line to the kernel console (what the launcher logs on failure).
@@ -38,17 +38,41 @@ fn failed(stage: InitStage, message: String) -> GuestStatus {
 
 /// Runs the whole guest lifetime. Never returns.
 pub fn run_as_pid1() -> ! {
-    let status = match setup_and_run() {
+    let mut timings = GuestTimings {
+        init_start_ms: uptime_ms(),
+        ..Default::default()
+    };
+    let status = match setup_and_run(&mut timings) {
         Ok(status) | Err(status) => status,
     };
     if let GuestStatus::InitFailed { message, .. } = &status {
         console(message);
     }
-    report(&status);
+    // Leave disk images clean: stop what the command left behind, unmount.
+    process::kill_remaining();
+    for failure in mounts::unmount_disks() {
+        console(&failure);
+    }
+    report(&StatusReport { status, timings });
     sys::power_off()
 }
 
-fn setup_and_run() -> Result<GuestStatus, GuestStatus> {
+/// Milliseconds since the guest kernel started (0 if the clock fails).
+fn uptime_ms() -> u64 {
+    // CLOCK_BOOTTIME is what /proc/uptime shows, and needs no /proc: the
+    // first reading is taken before /proc is mounted.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the valid timespec we pass.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+fn setup_and_run(timings: &mut GuestTimings) -> Result<GuestStatus, GuestStatus> {
     mounts::mount_system("").map_err(|m| failed(InitStage::Setup, m))?;
     modules::load_all(Path::new("/"), Path::new(modules::MODULE_LIST))
         .map_err(|m| failed(InitStage::Setup, m))?;
@@ -80,7 +104,10 @@ fn setup_and_run() -> Result<GuestStatus, GuestStatus> {
         process::open_channel(&config.stdio.stdout).map_err(|m| failed(InitStage::Setup, m))?;
     let stderr =
         process::open_channel(&config.stdio.stderr).map_err(|m| failed(InitStage::Setup, m))?;
-    Ok(process::run(&config, root, stdout, stderr))
+    timings.command_start_ms = uptime_ms();
+    let status = process::run(&config, root, stdout, stderr);
+    timings.command_end_ms = uptime_ms();
+    Ok(status)
 }
 
 fn read_config() -> Result<GuestConfig, GuestStatus> {
@@ -96,9 +123,9 @@ fn read_config() -> Result<GuestConfig, GuestStatus> {
 }
 
 /// Writes the status file and flushes it to the host.
-fn report(status: &GuestStatus) {
+fn report(report: &StatusReport) {
     let path = format!("{CONTROL_MOUNT}/{STATUS_FILE}");
-    let text = serde_json::to_string(status).unwrap_or_default();
+    let text = serde_json::to_string(report).unwrap_or_default();
     let written = std::fs::File::create(&path).and_then(|mut f| {
         f.write_all(text.as_bytes())?;
         f.sync_all()

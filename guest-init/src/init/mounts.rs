@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use super::{fstype, sys};
+use super::{fstype, modules, sys};
 use crate::config::{GuestMount, MountFlags};
 
 /// How long to wait for a disk to show up in /sys/block.
@@ -85,6 +85,7 @@ pub fn apply(root: &str, mount: &GuestMount) -> Result<(), String> {
                 Some(f) => f.clone(),
                 None => sniff(&dev).map_err(fail)?.to_string(),
             };
+            modules::load_for_fstype(&fstype).map_err(fail)?;
             sys::mount(&dev, &target, &fstype, flag_bits(flags), "")
                 .map_err(|e| fail(format!("{dev} as {fstype}: {e}")))
         }
@@ -118,4 +119,63 @@ fn sniff(dev: &str) -> Result<&'static str, String> {
         .and_then(|f| f.take(fstype::PROBE_LEN as u64).read_to_end(&mut head))
         .map_err(|e| format!("read {dev}: {e}"))?;
     fstype::detect(&head).ok_or_else(|| format!("{dev}: unknown filesystem (set fstype=)"))
+}
+
+/// Unmounts every block-device filesystem (newest first) so disks are left
+/// clean: without it ext4 keeps "needs recovery" set, and the image then
+/// refuses a later read-only mount (EROFS) and shows stale metadata to host
+/// tools until its journal is replayed. A mount that cannot be unmounted
+/// (busy) is remounted read-only, which also flushes and marks it clean.
+/// Returns one message per mount that could be neither.
+pub fn unmount_disks() -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut failures = Vec::new();
+    for line in table.lines().rev() {
+        let mut fields = line.split(' ');
+        let (Some(source), Some(target)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !source.starts_with("/dev/") {
+            continue;
+        }
+        let target = unescape_mount_field(target);
+        if let Err(e) = sys::umount(&target) {
+            if let Err(e2) = sys::mount("", &target, "", libc::MS_REMOUNT | libc::MS_RDONLY, "") {
+                failures.push(format!("unmount {target}: {e}; remount read-only: {e2}"));
+            }
+        }
+    }
+    failures
+}
+
+/// Decodes the octal escapes (`\040` for a space) of /proc/self/mounts.
+fn unescape_mount_field(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_mount_field;
+
+    #[test]
+    fn mount_fields_are_unescaped() {
+        assert_eq!(unescape_mount_field("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mount_field("/plain"), "/plain");
+        assert_eq!(unescape_mount_field("/end\\04"), "/end\\04");
+    }
 }

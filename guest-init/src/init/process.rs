@@ -2,8 +2,10 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::config::{GuestConfig, GuestStatus, InitStage, OutputChannel};
 
@@ -16,23 +18,57 @@ pub fn open_channel(channel: &OutputChannel) -> Result<File, String> {
         OutputChannel::Device { path } => path.clone(),
         OutputChannel::Port { name } => find_port(name)?,
     };
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
+        .custom_flags(libc::O_NOCTTY)
         .open(&path)
-        .map_err(|e| format!("output channel {path}: {e}"))
+        .map_err(|e| format!("output channel {path}: {e}"))?;
+    make_raw_if_tty(&file);
+    Ok(file)
 }
+
+/// Puts a tty channel (cloud-hypervisor's `/dev/hvc0`, `/dev/ttyS0`) in raw
+/// mode, so output reaches the host byte for byte (no `\n` → `\r\n`).
+fn make_raw_if_tty(file: &File) {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: termios is plain data filled by tcgetattr; every call gets a
+    // valid fd and a valid pointer.
+    unsafe {
+        if libc::isatty(fd) != 1 {
+            return;
+        }
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(fd, &mut t) == 0 {
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(fd, libc::TCSANOW, &t);
+        }
+    }
+}
+
+/// How long to wait for a virtio-serial port to show up: the host announces
+/// ports (and then their names) asynchronously after virtio_console probes.
+const PORT_WAIT: Duration = Duration::from_secs(5);
 
 /// The /dev node of the virtio-serial port called `name`.
 fn find_port(name: &str) -> Result<String, String> {
-    let entries =
-        std::fs::read_dir("/sys/class/virtio-ports").map_err(|e| format!("virtio ports: {e}"))?;
-    for e in entries.flatten() {
-        let port_name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
-        if port_name.trim() == name {
-            return Ok(format!("/dev/{}", e.file_name().to_string_lossy()));
+    let deadline = Instant::now() + PORT_WAIT;
+    loop {
+        if let Ok(entries) = std::fs::read_dir("/sys/class/virtio-ports") {
+            for e in entries.flatten() {
+                let port_name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+                if port_name.trim() == name {
+                    return Ok(format!("/dev/{}", e.file_name().to_string_lossy()));
+                }
+            }
         }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no virtio-serial port named {name:?} appeared within {PORT_WAIT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    Err(format!("no virtio-serial port named {name:?}"))
 }
 
 /// Runs the command of `config` with `root` as its root ("" for `/`),
@@ -119,6 +155,37 @@ fn reap_until(main: libc::pid_t) -> GuestStatus {
                 (None, Some(signal)) => GuestStatus::Signaled { signal },
                 _ => GuestStatus::Exited { code: 0 },
             };
+        }
+    }
+}
+
+/// How long [`kill_remaining`] waits for killed processes to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// Kills every process but PID 1 (what the command left running in the
+/// background) and reaps them, so nothing keeps files open on the mounts
+/// about to be unmounted. Gives up after [`KILL_WAIT`] (a process stuck in
+/// the kernel cannot be reaped; PID 1 must not hang on it).
+pub fn kill_remaining() {
+    // SAFETY: kill(2) with pid -1 from PID 1 signals every other process;
+    // it takes no pointers.
+    if unsafe { libc::kill(-1, libc::SIGKILL) } != 0 {
+        // ESRCH: there was nothing left to kill.
+        return;
+    }
+    let deadline = Instant::now() + KILL_WAIT;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a valid int.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid < 0 {
+            return; // ECHILD: every child is reaped.
+        }
+        if pid == 0 {
+            if Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -30,6 +30,13 @@ pub fn mount(
     check(unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) })
 }
 
+/// `umount(2)` of `target`.
+pub fn umount(target: &str) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: a valid NUL-terminated path for the duration of the call.
+    check(unsafe { libc::umount(t.as_ptr()) })
+}
+
 /// `mkdir -p` with mode 0755.
 pub fn mkdir_all(path: &str) -> io::Result<()> {
     std::fs::create_dir_all(path)

@@ -1,0 +1,101 @@
+//! Finding what a run needs on the host: guest kernel, initramfs, and the
+//! `virtiofsd-msb` binary.
+//!
+//! Search order for the guest images: the flag (or `MSB_KERNEL` /
+//! `MSB_INITRAMFS`), then `<dir of msb>/../guest/` (a workspace build:
+//! `target/release/msb` → `target/guest/`), then `/usr/share/msb/`.
+//! The daemon is looked for next to `msb`, then on `PATH`.
+
+use std::path::{Path, PathBuf};
+
+use crate::exit::RunError;
+
+/// Host files a run needs.
+#[derive(Debug, Clone)]
+pub struct Assets {
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Default initramfs (msb-init + busybox + modules).
+    pub initramfs: PathBuf,
+    /// The virtio-fs daemon.
+    pub daemon: PathBuf,
+}
+
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()?
+        .parent()
+        .map(Path::to_path_buf)
+}
+
+fn guest_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = exe_dir() {
+        dirs.push(d.join("../guest"));
+        // target/<triple>/release/msb → target/guest
+        dirs.push(d.join("../../guest"));
+    }
+    dirs.push(PathBuf::from("/usr/share/msb"));
+    dirs
+}
+
+fn find_guest_file(given: Option<&Path>, rel: &str, what: &str) -> Result<PathBuf, RunError> {
+    if let Some(p) = given {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(RunError::usage(format!(
+                "{what} {}: no such file",
+                p.display()
+            )))
+        };
+    }
+    let dirs = guest_dirs();
+    dirs.iter()
+        .map(|d| d.join(rel))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            let looked: Vec<String> = dirs
+                .iter()
+                .map(|d| d.join(rel).display().to_string())
+                .collect();
+            RunError::launcher(format!(
+                "no {what} found (looked at {}); run scripts/setup.sh or pass --{}",
+                looked.join(", "),
+                what.replace(' ', "-")
+            ))
+        })
+}
+
+/// The `virtiofsd-msb` binary: next to `msb`, else on `PATH`.
+pub fn find_daemon() -> Result<PathBuf, RunError> {
+    if let Some(p) = std::env::var_os("MSB_DAEMON_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let beside = exe_dir()
+        .map(|d| d.join("virtiofsd-msb"))
+        .filter(|p| p.is_file());
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("virtiofsd-msb"))
+                .find(|p| p.is_file())
+        })
+    };
+    beside.or_else(on_path).ok_or_else(|| {
+        RunError::launcher(
+            "virtiofsd-msb not found next to msb or on PATH; build it with `cargo build --release -p virtiofsd-msb`",
+        )
+    })
+}
+
+impl Assets {
+    /// Resolves every asset; `kernel`/`initramfs` override the defaults.
+    pub fn locate(kernel: Option<&Path>, initramfs: Option<&Path>) -> Result<Assets, RunError> {
+        Ok(Assets {
+            kernel: find_guest_file(kernel, "kernel/vmlinuz", "kernel")?,
+            initramfs: find_guest_file(initramfs, "msb-initramfs.cpio.gz", "initramfs")?,
+            daemon: find_daemon()?,
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! The `msb` command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run commands in micro-VMs with host directories, tmpfs and disks mounted.
+#[derive(Debug, Parser)]
+#[command(name = "msb", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `msb` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a fresh micro-VM and return its output and exit code.
+    Run(RunArgs),
+}
+
+/// The VMM that runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VmmChoice {
+    /// cloud-hypervisor (needs a usable /dev/kvm).
+    CloudHypervisor,
+    /// QEMU, with KVM when usable, else TCG.
+    Qemu,
+}
+
+/// How much `msb` logs on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings (default).
+    Warn,
+    /// Progress of each phase.
+    Info,
+    /// Timings and commands started.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+const RUN_AFTER_HELP: &str = "\
+Examples:
+  msb run -- echo hello
+  msb run -v ./src:/app:ro -w /app -- ls -l
+  msb run --tmpfs /tmp:size=64M,noexec -- sh -c 'df -h /tmp'
+  msb run --disk ./data.qcow2:/data:format=qcow2 -- cat /data/notes.txt
+  msb run --mount type=bind,src=/srv/cache,dst=/cache -e HOME=/cache -- make
+
+Exit status: the command's own exit code; 128+N when a signal N killed it;
+  2 bad usage or mount spec (nothing was started); 124 --timeout reached;
+  125 msb or the VM failed; 126 the command could not be run;
+  127 the command was not found; 130/143 msb got SIGINT/SIGTERM.";
+
+/// Options of `msb run`.
+#[derive(Debug, Args)]
+#[command(after_help = RUN_AFTER_HELP)]
+pub struct RunArgs {
+    /// VMM to use [default: cloud-hypervisor when installed and /dev/kvm is
+    /// usable, else QEMU with KVM when usable, else QEMU with TCG].
+    #[arg(long, value_enum)]
+    pub vmm: Option<VmmChoice>,
+
+    /// Number of vCPUs, e.g. `--cpus 2`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: u32,
+
+    /// Guest memory, e.g. `--memory 1G` (a plain number is MiB).
+    #[arg(long, default_value = "512M")]
+    pub memory: String,
+
+    /// Guest kernel (bzImage) [default: the one scripts/setup.sh fetched].
+    #[arg(long, env = "MSB_KERNEL")]
+    pub kernel: Option<PathBuf>,
+
+    /// Initramfs holding msb-init [default: the one scripts/setup.sh built].
+    #[arg(long, env = "MSB_INITRAMFS")]
+    pub initramfs: Option<PathBuf>,
+
+    /// Host directory that becomes the guest's root (served read-write by
+    /// virtiofsd-msb), e.g. `--rootfs ./debian-rootfs`.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+
+    /// Bind-mount a host directory: `HOST:GUEST[:ro,noexec,nosuid,nodev]`,
+    /// e.g. `-v ./src:/app:ro`. HOST must start with `/` or `.`.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:OPTS]")]
+    pub volumes: Vec<String>,
+
+    /// Mount a tmpfs: `GUEST[:size=64M,ro,noexec,nosuid,nodev]`, e.g.
+    /// `--tmpfs /tmp:size=64M`.
+    #[arg(long = "tmpfs", value_name = "GUEST[:OPTS]")]
+    pub tmpfs: Vec<String>,
+
+    /// Attach a disk image and mount it:
+    /// `HOST:GUEST[:format=raw|qcow2|vmdk,fstype=…,ro,noexec,nosuid,nodev]`,
+    /// e.g. `--disk ./data.raw:/data:fstype=ext4`. The fstype is detected
+    /// from the superblock when not given.
+    #[arg(long = "disk", value_name = "HOST:GUEST[:OPTS]")]
+    pub disks: Vec<String>,
+
+    /// Long form of a mount: `type=bind|tmpfs|disk,src=…,dst=…[,OPTS]`,
+    /// e.g. `--mount type=tmpfs,dst=/scratch,size=1G`.
+    #[arg(long = "mount", value_name = "type=…,src=…,dst=…")]
+    pub mounts: Vec<String>,
+
+    /// Set an environment variable: `-e KEY=VALUE`, or `-e KEY` to pass the
+    /// host's value.
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+
+    /// Working directory of the command in the guest, e.g. `-w /app`.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Stop the VM after this many seconds (exit status 124), e.g.
+    /// `--timeout 30`.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+
+    /// Log level of msb itself (RUST_LOG overrides).
+    #[arg(long, value_enum, default_value = "warn")]
+    pub log_level: LogLevel,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}

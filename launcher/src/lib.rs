@@ -1,0 +1,18 @@
+//! `msb`: run a command in a micro-VM with host directories, tmpfs and disk
+//! images mounted, and get its output and exit code back.
+//!
+//! - [`cli`]: the command line;
+//! - [`spec`]: mount specs as the user writes them, parsed and checked;
+//! - [`assets`]: finding the guest kernel, initramfs and daemon;
+//! - [`vmm`]: the cloud-hypervisor and QEMU backends;
+//! - [`process`]: supervised child processes;
+//! - [`run`]: starting daemons and the VM, supervising, cleaning up;
+//! - [`exit`]: the exit statuses.
+
+pub mod assets;
+pub mod cli;
+pub mod exit;
+pub mod process;
+pub mod run;
+pub mod spec;
+pub mod vmm;

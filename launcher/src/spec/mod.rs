@@ -1,0 +1,372 @@
+//! Mount specs of `msb run`: parsing the short forms (`-v`, `--tmpfs`,
+//! `--disk`) and the long form (`--mount`), and checking them before any
+//! process starts. Every error names the mount as the user wrote it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use guest_init::config::MountFlags;
+
+use crate::vmm::DiskFormat;
+
+/// One mount the user asked for, parsed and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSpec {
+    /// A host directory served by `virtiofsd-msb`.
+    Bind {
+        /// Host directory (absolute).
+        host: PathBuf,
+        /// Guest path.
+        guest: String,
+        /// Mount flags.
+        flags: MountFlags,
+    },
+    /// A tmpfs in the guest.
+    Tmpfs {
+        /// Guest path.
+        guest: String,
+        /// Size limit in bytes.
+        size_bytes: Option<u64>,
+        /// Mount flags.
+        flags: MountFlags,
+    },
+    /// A disk image attached as virtio-blk.
+    Disk {
+        /// Host image (absolute).
+        host: PathBuf,
+        /// Guest path.
+        guest: String,
+        /// Image format.
+        format: DiskFormat,
+        /// Filesystem type; detected in the guest when absent.
+        fstype: Option<String>,
+        /// Mount flags.
+        flags: MountFlags,
+    },
+}
+
+impl MountSpec {
+    /// The guest path of the mount.
+    pub fn guest(&self) -> &str {
+        match self {
+            MountSpec::Bind { guest, .. }
+            | MountSpec::Tmpfs { guest, .. }
+            | MountSpec::Disk { guest, .. } => guest,
+        }
+    }
+}
+
+/// A mount spec the user got wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// The spec as written.
+    pub spec: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mount {:?}: {}", self.spec, self.reason)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+fn err(spec: &str, reason: impl Into<String>) -> SpecError {
+    SpecError {
+        spec: spec.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses a size such as `64M`, `1g`, `512k` or `1048576` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("bad size {text:?} (use e.g. 64M, 1G)"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("bad size unit in {text:?} (use k, M, G or T)")),
+    };
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))?;
+    if bytes == 0 {
+        return Err(format!("size {text:?} must be positive"));
+    }
+    Ok(bytes)
+}
+
+/// Options gathered from a comma list; each parser takes what it allows.
+#[derive(Default)]
+struct Options {
+    flags: MountFlags,
+    size: Option<u64>,
+    format: Option<DiskFormat>,
+    fstype: Option<String>,
+}
+
+/// Which option keys a mount kind accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bind,
+    Tmpfs,
+    Disk,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Bind => "bind",
+            Kind::Tmpfs => "tmpfs",
+            Kind::Disk => "disk",
+        }
+    }
+}
+
+/// Applies one `key[=value]` option of a `kind` mount.
+fn apply_option(spec: &str, kind: Kind, opts: &mut Options, item: &str) -> Result<(), SpecError> {
+    let (key, value) = match item.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (item, None),
+    };
+    let flag = |on: &mut bool| match value {
+        None | Some("true") | Some("1") => {
+            *on = true;
+            Ok(())
+        }
+        Some("false") | Some("0") => Ok(()),
+        Some(v) => Err(err(spec, format!("option {key:?} takes no value {v:?}"))),
+    };
+    match (key, kind) {
+        ("ro" | "readonly", _) => flag(&mut opts.flags.ro),
+        ("rw", _) if value.is_none() => Ok(()),
+        ("noexec", _) => flag(&mut opts.flags.noexec),
+        ("nosuid", _) => flag(&mut opts.flags.nosuid),
+        ("nodev", _) => flag(&mut opts.flags.nodev),
+        ("size", Kind::Tmpfs) => {
+            let v = value.ok_or_else(|| err(spec, "size needs a value, e.g. size=64M"))?;
+            opts.size = Some(parse_size(v).map_err(|m| err(spec, m))?);
+            Ok(())
+        }
+        ("format", Kind::Disk) => {
+            opts.format = Some(match value {
+                Some("raw") => DiskFormat::Raw,
+                Some("qcow2") => DiskFormat::Qcow2,
+                Some("vmdk") => DiskFormat::Vmdk,
+                other => {
+                    return Err(err(
+                        spec,
+                        format!("format {other:?}: use raw, qcow2 or vmdk"),
+                    ))
+                }
+            });
+            Ok(())
+        }
+        ("fstype", Kind::Disk) => {
+            let v = value.filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric()));
+            opts.fstype = Some(
+                v.ok_or_else(|| err(spec, "fstype needs a name, e.g. fstype=ext4"))?
+                    .to_string(),
+            );
+            Ok(())
+        }
+        ("stat-virt" | "host-perms", Kind::Tmpfs | Kind::Disk) => Err(err(
+            spec,
+            format!(
+                "{key} applies only to bind mounts served by virtiofsd-msb, not to {} mounts",
+                kind.name()
+            ),
+        )),
+        ("stat-virt" | "host-perms", Kind::Bind) => {
+            Err(err(spec, format!("{key} is not supported yet")))
+        }
+        _ => Err(err(
+            spec,
+            format!("unknown option {item:?} for a {} mount", kind.name()),
+        )),
+    }
+}
+
+fn parse_options(spec: &str, kind: Kind, list: &str) -> Result<Options, SpecError> {
+    let mut opts = Options::default();
+    for item in list.split(',').filter(|s| !s.is_empty()) {
+        apply_option(spec, kind, &mut opts, item)?;
+    }
+    Ok(opts)
+}
+
+/// Checks a guest target: absolute, no `..`, not `/` itself.
+fn check_guest(spec: &str, guest: &str) -> Result<String, SpecError> {
+    if !guest.starts_with('/') {
+        return Err(err(spec, format!("guest path {guest:?} must be absolute")));
+    }
+    if guest.split('/').any(|c| c == "..") {
+        return Err(err(
+            spec,
+            format!("guest path {guest:?} must not contain '..'"),
+        ));
+    }
+    let trimmed = guest.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(err(spec, "cannot mount over the guest's /"));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A host path given on the command line: a `/`, `./`, `../` or `~`-free
+/// path. Anything else is a volume name.
+pub fn is_host_path(src: &str) -> bool {
+    src.starts_with('/') || src.starts_with('.')
+}
+
+fn check_host(spec: &str, host: &str, want_dir: bool) -> Result<PathBuf, SpecError> {
+    let path = Path::new(host);
+    let meta =
+        std::fs::metadata(path).map_err(|e| err(spec, format!("host path {host:?}: {e}")))?;
+    if want_dir && !meta.is_dir() {
+        return Err(err(spec, format!("host path {host:?} is not a directory")));
+    }
+    if !want_dir && !meta.is_file() {
+        return Err(err(
+            spec,
+            format!("disk image {host:?} is not a regular file"),
+        ));
+    }
+    std::fs::canonicalize(path).map_err(|e| err(spec, format!("host path {host:?}: {e}")))
+}
+
+fn split_src_dst<'a>(spec: &'a str, what: &str) -> Result<(&'a str, &'a str, &'a str), SpecError> {
+    let mut parts = spec.splitn(3, ':');
+    let src = parts.next().unwrap_or("");
+    let dst = parts
+        .next()
+        .ok_or_else(|| err(spec, format!("expected {what}")))?;
+    Ok((src, dst, parts.next().unwrap_or("")))
+}
+
+/// Parses `-v HOST:GUEST[:OPTS]`.
+pub fn parse_volume(spec: &str) -> Result<MountSpec, SpecError> {
+    let (src, dst, opts) = split_src_dst(spec, "HOST:GUEST[:ro,noexec,nosuid,nodev]")?;
+    if !is_host_path(src) {
+        return Err(err(spec, format!("{src:?} is a volume name; named volumes are not available yet (use a path starting with / or .)")));
+    }
+    let opts = parse_options(spec, Kind::Bind, opts)?;
+    Ok(MountSpec::Bind {
+        host: check_host(spec, src, true)?,
+        guest: check_guest(spec, dst)?,
+        flags: opts.flags,
+    })
+}
+
+/// Parses `--tmpfs GUEST[:size=64M,ro,noexec,nosuid,nodev]`.
+pub fn parse_tmpfs(spec: &str) -> Result<MountSpec, SpecError> {
+    let (dst, opts) = spec.split_once(':').unwrap_or((spec, ""));
+    let opts = parse_options(spec, Kind::Tmpfs, opts)?;
+    Ok(MountSpec::Tmpfs {
+        guest: check_guest(spec, dst)?,
+        size_bytes: opts.size,
+        flags: opts.flags,
+    })
+}
+
+/// Parses `--disk HOST:GUEST[:format=…,fstype=…,ro,noexec,nosuid,nodev]`.
+pub fn parse_disk(spec: &str) -> Result<MountSpec, SpecError> {
+    let (src, dst, opts) = split_src_dst(spec, "HOST:GUEST[:format=raw|qcow2|vmdk,fstype=…,ro]")?;
+    let opts = parse_options(spec, Kind::Disk, opts)?;
+    Ok(MountSpec::Disk {
+        host: check_host(spec, src, false)?,
+        guest: check_guest(spec, dst)?,
+        format: opts.format.unwrap_or(DiskFormat::Raw),
+        fstype: opts.fstype,
+        flags: opts.flags,
+    })
+}
+
+/// Parses the long form `--mount type=bind|tmpfs|disk,src=…,dst=…,…`.
+pub fn parse_mount(spec: &str) -> Result<MountSpec, SpecError> {
+    let mut kind = None;
+    let mut src = None;
+    let mut dst = None;
+    let mut rest = Vec::new();
+    for item in spec.split(',').filter(|s| !s.is_empty()) {
+        match item.split_once('=') {
+            Some(("type", v)) => kind = Some(v),
+            Some(("src" | "source", v)) => src = Some(v),
+            Some(("dst" | "destination" | "target", v)) => dst = Some(v),
+            _ => rest.push(item),
+        }
+    }
+    let dst = dst.ok_or_else(|| err(spec, "missing dst=GUEST_PATH"))?;
+    let need_src = || src.ok_or_else(|| err(spec, "missing src=HOST_PATH"));
+    let kind = match kind {
+        Some("bind") => Kind::Bind,
+        Some("tmpfs") => Kind::Tmpfs,
+        Some("disk") => Kind::Disk,
+        Some("volume") => {
+            return Err(err(
+                spec,
+                "type=volume: named volumes are not available yet",
+            ))
+        }
+        Some(other) => {
+            return Err(err(
+                spec,
+                format!("unknown type {other:?} (bind, tmpfs or disk)"),
+            ))
+        }
+        None => return Err(err(spec, "missing type=bind|tmpfs|disk")),
+    };
+    let opts = parse_options(spec, kind, &rest.join(","))?;
+    let guest = check_guest(spec, dst)?;
+    Ok(match kind {
+        Kind::Bind => MountSpec::Bind {
+            host: check_host(spec, need_src()?, true)?,
+            guest,
+            flags: opts.flags,
+        },
+        Kind::Tmpfs => {
+            if src.is_some() {
+                return Err(err(spec, "a tmpfs mount takes no src="));
+            }
+            MountSpec::Tmpfs {
+                guest,
+                size_bytes: opts.size,
+                flags: opts.flags,
+            }
+        }
+        Kind::Disk => MountSpec::Disk {
+            host: check_host(spec, need_src()?, false)?,
+            guest,
+            format: opts.format.unwrap_or(DiskFormat::Raw),
+            fstype: opts.fstype,
+            flags: opts.flags,
+        },
+    })
+}
+
+/// Refuses two mounts on one guest path; `specs` pairs each mount with the
+/// text the user wrote.
+pub fn check_unique_targets(specs: &[(String, MountSpec)]) -> Result<(), SpecError> {
+    let mut seen = HashSet::new();
+    for (text, m) in specs {
+        if !seen.insert(m.guest().to_string()) {
+            return Err(err(
+                text,
+                format!("guest path {:?} is already a mount target", m.guest()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
