@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 
 use crate::filesystem::CachePolicy;
+use crate::policy::{HostPermissions, QuotaConfig, StatVirtualization};
 
 /// Default bound on the host fds the inode table may hold open.
 pub const DEFAULT_MAX_INODE_FDS: usize = 65536;
@@ -24,7 +25,8 @@ pub const MAX_TAG_LEN: usize = 36;
     about = "A confined passthrough virtio-fs daemon (vhost-user-fs backend)",
     long_about = "A confined passthrough virtio-fs daemon: a drop-in for virtiofsd's common \
                   flags that serves one host directory to a VM over vhost-user-fs, or on a \
-                  host FUSE mount point (--fuse-mount) for testing with stock tools."
+                  host FUSE mount point (--fuse-mount) for testing with stock tools.",
+    after_long_help = POLICY_HELP
 )]
 pub struct Cli {
     /// vhost-user socket path to listen on (created; a stale socket file is replaced)
@@ -68,9 +70,39 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
 
-    /// Serve extended attributes
+    /// Serve extended attributes: user.* names only. security.*, trusted.* and system.*
+    /// (ACLs) names from the guest are rejected, not remapped (set/remove: EOPNOTSUPP; get:
+    /// ENODATA; never listed), so a guest cannot give host files capabilities, labels or ACLs
+    /// (CVE-2021-20263 class). user.msb.* is the daemon's own and invisible (get: ENODATA;
+    /// set/remove: EPERM)
     #[arg(long)]
     pub xattr: bool,
+
+    /// Where guest-visible owner, group, mode and device numbers live: strict keeps them in
+    /// the host xattr user.msb.override_stat and refuses to start on a filesystem without
+    /// user.* xattrs; relaxed does so where the filesystem has them and shows host metadata
+    /// elsewhere; off shows host metadata and refuses what would need the record (device
+    /// nodes, chown to another owner, setuid/setgid)
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = StatVirtArg::Strict)]
+    pub stat_virtualization: StatVirtArg,
+
+    /// Host modes under stat virtualization: private keeps guest modes in the record only and
+    /// host inodes owner-only (0600 files, 0700 directories); mirror copies the rwx bits of
+    /// regular files and directories to the host, never setuid/setgid/sticky, and never below
+    /// owner rw (rwx for directories)
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = HostPermsArg::Private)]
+    pub host_permissions: HostPermsArg,
+
+    /// Byte budget of the share in MiB (apparent sizes, hard links once, directories not
+    /// counted); growth past it fails with ENOSPC and statfs reports it; 0 means none
+    #[arg(long, value_name = "MIB")]
+    pub quota_mib: Option<u64>,
+
+    /// Accounting file holding the quota's running total, shared by every daemon serving the
+    /// same directory (give them all the same PATH, outside the shared directory); without it
+    /// the total is this daemon's alone
+    #[arg(long, value_name = "PATH")]
+    pub quota_file: Option<PathBuf>,
 
     /// Group (name or numeric id) that owns the socket created by --socket-path
     #[arg(long, value_name = "GROUP")]
@@ -107,6 +139,70 @@ impl From<CacheArg> for CachePolicy {
             CacheArg::Never => CachePolicy::Never,
             CacheArg::Auto => CachePolicy::Auto,
             CacheArg::Always => CachePolicy::Always,
+        }
+    }
+}
+
+/// Extra help text: the policies in more words.
+const POLICY_HELP: &str = "\
+Stat virtualization (--stat-virtualization strict|relaxed):
+  Guest chown/chmod/mknod/create/mkdir write a 20-byte record in the host xattr
+  user.msb.override_stat (version 1; uid, gid, mode, rdev); the host inode keeps
+  the daemon's owner. Guest char/block devices, fifos and sockets are stored as
+  plain host regular files. Writing to a file clears setuid/setgid in the record
+  as the kernel would; no guest-set setuid/setgid bit reaches a host file. With
+  off, entries are created with the guest caller's uid/gid. A corrupt
+  record makes that inode answer EIO. Guest symlinks are real host symlinks (no
+  record can live on one); file-backed symlinks (a regular file whose record
+  says S_IFLNK) are read as symlinks.
+
+Quota (--quota-mib, --quota-file):
+  Counts st_size of every non-directory inode under the shared directory, each
+  inode once (du -sb without directory sizes). A write, fallocate, truncate,
+  copy_file_range or symlink request that would pass the budget fails with
+  ENOSPC and changes nothing (a guest kernel may split one large write(2) into
+  several requests: those that fit succeed, a short write); unlinking and
+  truncating give bytes back. Several daemons
+  serving one directory share a budget when started with the same --quota-file:
+  the file holds the total, updated under an fcntl lock; the first daemon to
+  open it (no other daemon holding it) rescans the directory. A directory
+  already over its quota is served; only growth fails.";
+
+/// `--stat-virtualization` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatVirtArg {
+    /// Record in user.msb.override_stat; refuse a filesystem without user.* xattrs
+    Strict,
+    /// Record where the filesystem stores user.* xattrs, host metadata elsewhere
+    Relaxed,
+    /// Host metadata; refuse what needs the record
+    Off,
+}
+
+impl From<StatVirtArg> for StatVirtualization {
+    fn from(a: StatVirtArg) -> Self {
+        match a {
+            StatVirtArg::Strict => StatVirtualization::Strict,
+            StatVirtArg::Relaxed => StatVirtualization::Relaxed,
+            StatVirtArg::Off => StatVirtualization::Off,
+        }
+    }
+}
+
+/// `--host-permissions` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostPermsArg {
+    /// Guest modes in the record only; host inodes owner-only
+    Private,
+    /// rwx bits of files and directories copied to the host
+    Mirror,
+}
+
+impl From<HostPermsArg> for HostPermissions {
+    fn from(a: HostPermsArg) -> Self {
+        match a {
+            HostPermsArg::Private => HostPermissions::Private,
+            HostPermsArg::Mirror => HostPermissions::Mirror,
         }
     }
 }
@@ -200,6 +296,12 @@ pub struct Config {
     pub max_inode_fds: Option<usize>,
     /// Explicit log level, if given.
     pub log_level: Option<LogLevel>,
+    /// Stat virtualization mode.
+    pub stat_virtualization: StatVirtualization,
+    /// Host permissions under stat virtualization.
+    pub host_permissions: HostPermissions,
+    /// The quota, if any.
+    pub quota: Option<QuotaConfig>,
 }
 
 /// A flag combination clap cannot reject by itself.
@@ -273,6 +375,18 @@ impl Cli {
                 UsageError(format!("--max-inode-fds {n}: too large for this platform"))
             })?),
         };
+        let stat_virtualization = StatVirtualization::from(self.stat_virtualization);
+        let host_permissions = HostPermissions::from(self.host_permissions);
+        if stat_virtualization == StatVirtualization::Off
+            && host_permissions == HostPermissions::Mirror
+        {
+            return Err(UsageError(
+                "--host-permissions mirror needs --stat-virtualization strict or relaxed \
+                 (with off, host modes are the guest's modes already)"
+                    .into(),
+            ));
+        }
+        let quota = self.quota()?;
         Ok(Config {
             mode,
             shared_dir,
@@ -285,7 +399,35 @@ impl Cli {
             rlimit_nofile: self.rlimit_nofile,
             max_inode_fds,
             log_level: self.log_level,
+            stat_virtualization,
+            host_permissions,
+            quota,
         })
+    }
+
+    fn quota(&self) -> Result<Option<QuotaConfig>, UsageError> {
+        let mib = self.quota_mib.unwrap_or(0);
+        if mib == 0 {
+            if let Some(f) = &self.quota_file {
+                return Err(UsageError(format!(
+                    "--quota-file {}: needs a non-zero --quota-mib",
+                    f.display()
+                )));
+            }
+            return Ok(None);
+        }
+        let limit_bytes = mib
+            .checked_mul(1 << 20)
+            .ok_or_else(|| UsageError(format!("--quota-mib {mib}: too large")))?;
+        if let Some(f) = &self.quota_file {
+            if f.as_os_str().is_empty() {
+                return Err(UsageError("--quota-file: empty path".into()));
+            }
+        }
+        Ok(Some(QuotaConfig {
+            limit_bytes,
+            accounting_file: self.quota_file.clone(),
+        }))
     }
 }
 
@@ -489,6 +631,75 @@ mod tests {
     fn negative_fd_is_refused() {
         let e = resolve(&["--fd=-1", "--shared-dir", "/s"]).unwrap_err();
         assert!(e.0.contains("--fd -1"), "{e}");
+    }
+
+    #[test]
+    fn policy_defaults_and_flags() {
+        let c = resolve(&["--fd", "3", "--shared-dir", "/s"]).unwrap();
+        assert_eq!(c.stat_virtualization, StatVirtualization::Strict);
+        assert_eq!(c.host_permissions, HostPermissions::Private);
+        assert_eq!(c.quota, None);
+        let c = resolve(&[
+            "--fd=3",
+            "--shared-dir=/s",
+            "--stat-virtualization=relaxed",
+            "--host-permissions=mirror",
+            "--quota-mib=64",
+            "--quota-file=/var/q",
+        ])
+        .unwrap();
+        assert_eq!(c.stat_virtualization, StatVirtualization::Relaxed);
+        assert_eq!(c.host_permissions, HostPermissions::Mirror);
+        assert_eq!(
+            c.quota,
+            Some(QuotaConfig {
+                limit_bytes: 64 << 20,
+                accounting_file: Some("/var/q".into())
+            })
+        );
+        let c = resolve(&["--fd=3", "--shared-dir=/s", "--stat-virtualization=off"]).unwrap();
+        assert_eq!(c.stat_virtualization, StatVirtualization::Off);
+        assert_eq!(
+            resolve(&["--fd=3", "--shared-dir=/s", "--quota-mib=0"])
+                .unwrap()
+                .quota,
+            None
+        );
+    }
+
+    #[test]
+    fn policy_flag_errors() {
+        let e = resolve(&[
+            "--fd=3",
+            "--shared-dir=/s",
+            "--stat-virtualization=off",
+            "--host-permissions=mirror",
+        ])
+        .unwrap_err();
+        assert!(e.0.contains("--host-permissions mirror"), "{e}");
+        let e = resolve(&["--fd=3", "--shared-dir=/s", "--quota-file=/q"]).unwrap_err();
+        assert!(e.0.contains("non-zero --quota-mib"), "{e}");
+        let e = resolve(&[
+            "--fd=3",
+            "--shared-dir=/s",
+            "--quota-mib=18446744073709551615",
+        ])
+        .unwrap_err();
+        assert!(e.0.contains("too large"), "{e}");
+        assert_eq!(
+            parse(&["--stat-virtualization", "loose"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            parse(&["--host-permissions", "public"]).unwrap_err().kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            parse(&["--quota-mib", "-1"]).unwrap_err().kind(),
+            ErrorKind::UnknownArgument
+        );
     }
 
     #[test]

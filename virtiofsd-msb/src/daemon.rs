@@ -141,11 +141,17 @@ pub fn run(cli: &Cli) -> Result<(), DaemonError> {
         cache: config.cache,
         xattr: config.xattr,
         max_inode_fds,
+        stat_virtualization: config.stat_virtualization,
+        host_permissions: config.host_permissions,
+        quota: config.quota.clone(),
     };
     tracing::info!(
         shared_dir = %shared_dir.display(),
         readonly = config.readonly,
         cache = ?config.cache,
+        stat_virtualization = config.stat_virtualization.as_str(),
+        host_permissions = config.host_permissions.as_str(),
+        quota_bytes = config.quota.as_ref().map(|q| q.limit_bytes),
         max_inode_fds,
         rlimit_nofile = nofile,
         "starting"

@@ -6,12 +6,15 @@
 //! - [`protocol`]: FUSE decoding (fuse-backend-rs `Server`) plus the requests
 //!   that server does not dispatch itself;
 //! - [`filesystem`]: our passthrough `FileSystem`;
+//! - [`policy`]: stat virtualization, host permissions, xattr names and
+//!   quota, consulted by the filesystem;
 //! - [`confinement`]: the one place host paths are resolved.
 
 pub mod cli;
 pub mod confinement;
 pub mod daemon;
 pub mod filesystem;
+pub mod policy;
 pub mod protocol;
 pub mod request_check;
 pub mod transport;

@@ -255,6 +255,18 @@ impl FuseMount {
     /// 20 s. Extra daemon flags come from `$MSB_FUSE_DAEMON_ARGS`
     /// (whitespace-separated), for debugging.
     pub fn start(daemon: &Path, shared: &Path, mountpoint: &Path, log: &Path) -> FuseMount {
+        FuseMount::start_with_args(daemon, shared, mountpoint, log, &[])
+    }
+
+    /// [`FuseMount::start`] with `args` added to the daemon's command line
+    /// (before any from `$MSB_FUSE_DAEMON_ARGS`).
+    pub fn start_with_args(
+        daemon: &Path,
+        shared: &Path,
+        mountpoint: &Path,
+        log: &Path,
+        args: &[&str],
+    ) -> FuseMount {
         let mountpoint = fs::canonicalize(mountpoint).expect("canonicalize mount point");
         assert!(
             mount_fstype(&mountpoint).is_none(),
@@ -267,7 +279,8 @@ impl FuseMount {
         cmd.arg("--shared-dir")
             .arg(shared)
             .arg("--fuse-mount")
-            .arg(&mountpoint);
+            .arg(&mountpoint)
+            .args(args);
         if let Ok(extra) = std::env::var("MSB_FUSE_DAEMON_ARGS") {
             cmd.args(extra.split_whitespace());
         }

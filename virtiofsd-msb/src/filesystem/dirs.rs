@@ -1,8 +1,8 @@
 //! Directory listing: readdir and readdirplus over `getdents64`.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use fuse_backend_rs::api::filesystem::{DirEntry, Entry};
 
@@ -65,6 +65,23 @@ fn read_batch(fd: BorrowedFd<'_>, offset: u64, buf: &mut [u8]) -> io::Result<usi
     super::sys::cvt64(n).map(|n| n as usize)
 }
 
+/// A readdirplus entry without a lookup (node id 0): the kernel lists the
+/// name and does not count it.
+fn unlooked_entry(d: &RawDirent<'_>) -> Entry {
+    // SAFETY: plain data, zero is a valid value.
+    let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
+    attr.st_ino = d.ino;
+    attr.st_mode = u32::from(d.kind) << 12;
+    Entry {
+        inode: 0,
+        generation: 0,
+        attr,
+        attr_flags: 0,
+        attr_timeout: Default::default(),
+        entry_timeout: Default::default(),
+    }
+}
+
 impl ConfinedFs {
     /// Walks directory handle `handle` from `offset`, handing each entry to
     /// `add`, until `add` reports a full reply (returns `Ok(false)`) or the
@@ -101,15 +118,41 @@ impl ConfinedFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
+        let dir = if self.overlay {
+            Some(self.dir(inode)?)
+        } else {
+            None
+        };
         self.walk_dir(inode, handle, offset, |d| {
+            let kind = match &dir {
+                Some(dir) if d.kind == libc::DT_REG => self.record_dirent_type(dir, d.name),
+                _ => d.kind,
+            };
             let written = add_entry(DirEntry {
                 ino: d.ino,
                 offset: d.next_offset,
-                type_: u32::from(d.kind),
+                type_: u32::from(kind),
                 name: d.name,
             })?;
             Ok(written > 0)
         })
+    }
+
+    /// The directory-entry type of host regular file `name` as the guest
+    /// sees it (a record may make it a symlink or special file); `DT_REG`
+    /// when that cannot be told.
+    fn record_dirent_type(&self, dir: &super::inodes::InodeFd, name: &[u8]) -> u8 {
+        let Ok(name) = CString::new(name) else {
+            return libc::DT_REG;
+        };
+        let flags = libc::O_PATH | libc::O_NOFOLLOW;
+        let Ok(fd) = confinement::open_beneath(dir.as_fd(), &name, flags, 0) else {
+            return libc::DT_REG;
+        };
+        match self.read_record(fd.as_fd(), libc::S_IFREG) {
+            Ok(Some(rec)) => (rec.file_type() >> 12) as u8,
+            _ => libc::DT_REG,
+        }
     }
 
     pub(super) fn do_readdirplus(
@@ -130,19 +173,7 @@ impl ConfinedFs {
             if d.name == b"." || d.name == b".." {
                 // Listed without a lookup (node id 0): the kernel does not
                 // count them.
-                // SAFETY: plain data, zero is a valid value.
-                let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
-                attr.st_ino = d.ino;
-                attr.st_mode = u32::from(d.kind) << 12;
-                let entry = Entry {
-                    inode: 0,
-                    generation: 0,
-                    attr,
-                    attr_flags: 0,
-                    attr_timeout: Default::default(),
-                    entry_timeout: Default::default(),
-                };
-                return Ok(add_entry(dirent, entry)? > 0);
+                return Ok(add_entry(dirent, unlooked_entry(d))? > 0);
             }
             let Ok(name) =
                 CStr::from_bytes_with_nul(&[d.name, b"\0"].concat()).map(|c| c.to_owned())
@@ -156,9 +187,18 @@ impl ConfinedFs {
                 Ok(e) => e,
                 // Removed since getdents saw it: skip it.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
+                // This entry cannot be looked up (e.g. a corrupt record):
+                // list its name without attributes; its own lookup fails.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    return Ok(add_entry(dirent, unlooked_entry(d))? > 0);
+                }
                 Err(e) => return Err(e),
             };
             let id = entry.inode;
+            let dirent = DirEntry {
+                type_: (entry.attr.st_mode & libc::S_IFMT) >> 12,
+                ..dirent
+            };
             let written = add_entry(dirent, entry)?;
             if written == 0 {
                 // Not sent: undo the lookup count it took.

@@ -1,14 +1,14 @@
 //! Requests that name an entry in a directory: lookup and the calls that
-//! create, link, remove or rename entries. Every name is validated by
+//! link, remove or rename entries (creating ones are in `create`). Every name is validated by
 //! [`confinement::validate_name`] before any host call.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::AsFd;
 
-use fuse_backend_rs::api::filesystem::{Context, Entry};
+use fuse_backend_rs::api::filesystem::Entry;
 
-use super::sys::{self, ScopedFsCreds};
+use super::sys;
 use super::ConfinedFs;
 use crate::confinement::{self, ProcSelfFd};
 
@@ -19,66 +19,14 @@ impl ConfinedFs {
         self.entry_at(&dir, name)
     }
 
-    /// Creates an entry with the guest caller's fs uid/gid, then looks it up.
-    fn create_entry(
-        &self,
-        ctx: &Context,
-        parent: u64,
-        name: &CStr,
-        make: impl FnOnce(&super::inodes::InodeFd) -> io::Result<()>,
-    ) -> io::Result<Entry> {
-        self.check_writable()?;
-        confinement::validate_name(name)?;
-        let dir = self.dir(parent)?;
-        {
-            let _creds = ScopedFsCreds::switch(ctx.uid, ctx.gid)?;
-            make(&dir)?;
-        }
-        self.entry_at(&dir, name)
-    }
-
-    pub(super) fn do_mkdir(
-        &self,
-        ctx: &Context,
-        parent: u64,
-        name: &CStr,
-        mode: u32,
-    ) -> io::Result<Entry> {
-        self.create_entry(ctx, parent, name, |dir| {
-            sys::mkdir_at(dir.as_fd(), name, mode & 0o7777)
-        })
-    }
-
-    pub(super) fn do_mknod(
-        &self,
-        ctx: &Context,
-        parent: u64,
-        name: &CStr,
-        mode: u32,
-        rdev: u32,
-    ) -> io::Result<Entry> {
-        self.create_entry(ctx, parent, name, |dir| {
-            sys::mknod_at(dir.as_fd(), name, mode, u64::from(rdev))
-        })
-    }
-
-    pub(super) fn do_symlink(
-        &self,
-        ctx: &Context,
-        target: &CStr,
-        parent: u64,
-        name: &CStr,
-    ) -> io::Result<Entry> {
-        self.create_entry(ctx, parent, name, |dir| {
-            sys::symlink_at(target, dir.as_fd(), name)
-        })
-    }
-
     pub(super) fn do_link(&self, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
         self.check_writable()?;
         confinement::validate_name(newname)?;
         let (_, fd) = self.inode(inode)?;
         let dir = self.dir(newparent)?;
+        if let Some(q) = &self.quota {
+            q.check_room(0)?;
+        }
         // Link the inode we hold through its /proc/self/fd magic link: no
         // guest path is resolved for the source.
         let src = ProcSelfFd::entry_name(fd.as_fd());
@@ -96,7 +44,10 @@ impl ConfinedFs {
         self.check_writable()?;
         confinement::validate_name(name)?;
         let dir = self.dir(parent)?;
-        sys::unlink_at(dir.as_fd(), name, flags)
+        let freed = self.freed_by_removal(dir.as_fd(), name);
+        sys::unlink_at(dir.as_fd(), name, flags)?;
+        self.release_bytes(freed);
+        Ok(())
     }
 
     pub(super) fn do_rename(
@@ -116,6 +67,27 @@ impl ConfinedFs {
         }
         let old = self.dir(olddir)?;
         let new = self.dir(newdir)?;
-        sys::rename_at(old.as_fd(), oldname, new.as_fd(), newname, flags)
+        // A replaced target is removed (unless it is the source itself, or
+        // the two are exchanged).
+        let freed = match (flags & libc::RENAME_EXCHANGE, self.quota.is_some()) {
+            (0, true) => {
+                let same = match (
+                    sys::stat_at(old.as_fd(), oldname),
+                    sys::stat_at(new.as_fd(), newname),
+                ) {
+                    (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+                    _ => false,
+                };
+                if same {
+                    0
+                } else {
+                    self.freed_by_removal(new.as_fd(), newname)
+                }
+            }
+            _ => 0,
+        };
+        sys::rename_at(old.as_fd(), oldname, new.as_fd(), newname, flags)?;
+        self.release_bytes(freed);
+        Ok(())
     }
 }

@@ -1,22 +1,26 @@
 //! Open files: open/create, I/O, sync, fallocate, lseek, copy_file_range
 //! and locks (POSIX locks as open-file-description locks, and flock).
 
-use std::ffi::CStr;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use fuse_backend_rs::abi::fuse_abi::{CreateIn, OpenOptions};
-use fuse_backend_rs::api::filesystem::{Context, Entry, ZeroCopyReader, ZeroCopyWriter};
+use fuse_backend_rs::abi::fuse_abi::OpenOptions;
+use fuse_backend_rs::api::filesystem::{Context, ZeroCopyReader, ZeroCopyWriter};
 
-use super::sys::{self, ScopedFsCreds};
+use super::sizes;
+use super::sys;
 use super::{CachePolicy, ConfinedFs};
-use crate::confinement;
+use crate::policy::quota::growth;
+
+fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
 
 /// Access-mode and other open flags that change data.
 const WRITE_FLAGS: i32 = libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC | libc::O_APPEND;
 
 impl ConfinedFs {
-    fn open_options(&self, is_dir: bool) -> OpenOptions {
+    pub(super) fn open_options(&self, is_dir: bool) -> OpenOptions {
         match (self.config.cache, is_dir) {
             (CachePolicy::Never, false) => OpenOptions::DIRECT_IO,
             (CachePolicy::Always, false) => OpenOptions::KEEP_CACHE,
@@ -27,7 +31,7 @@ impl ConfinedFs {
 
     /// Host open flags for a guest open: creation flags are the kernel's
     /// business, and writes are refused on a read-only share.
-    fn host_open_flags(&self, flags: u32) -> io::Result<i32> {
+    pub(super) fn host_open_flags(&self, flags: u32) -> io::Result<i32> {
         let flags = flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
         if flags & WRITE_FLAGS != 0 {
             self.check_writable()?;
@@ -35,54 +39,90 @@ impl ConfinedFs {
         Ok(flags)
     }
 
+    /// Refuses to open what must not be opened for the guest: directories
+    /// as files (and the reverse), symlinks, host device nodes (the guest may
+    /// have made them, CVE-2020-35517 class), and host regular files that
+    /// carry a guest symlink, device, fifo or socket in their record (the
+    /// guest kernel opens those itself; only a misbehaving guest asks).
+    pub(super) fn check_openable(
+        &self,
+        fd: BorrowedFd<'_>,
+        host_type: u32,
+        is_dir: bool,
+        flags: i32,
+    ) -> io::Result<()> {
+        match (host_type, is_dir) {
+            (libc::S_IFDIR, true) => Ok(()),
+            (libc::S_IFDIR, false) if flags & libc::O_ACCMODE == libc::O_RDONLY => Ok(()),
+            (libc::S_IFDIR, false) => Err(errno(libc::EISDIR)),
+            (_, true) => Err(errno(libc::ENOTDIR)),
+            (libc::S_IFREG, false) => match self.guest_type(fd, host_type)? {
+                libc::S_IFREG => Ok(()),
+                libc::S_IFLNK => Err(errno(libc::ELOOP)),
+                _ => Err(errno(libc::EACCES)),
+            },
+            (libc::S_IFIFO | libc::S_IFSOCK, false) => Ok(()),
+            (libc::S_IFLNK, false) => Err(errno(libc::ELOOP)),
+            _ => Err(errno(libc::EACCES)),
+        }
+    }
+
+    /// Opens the inode behind `fd` again with `flags`. With `O_TRUNC` the
+    /// bytes freed go back to the quota, and setuid/setgid leave the record
+    /// as a truncate by the caller would clear them.
+    pub(super) fn reopen_counted(
+        &self,
+        ctx: &Context,
+        fd: BorrowedFd<'_>,
+        flags: i32,
+    ) -> io::Result<OwnedFd> {
+        if flags & libc::O_TRUNC == 0 {
+            return self.proc_fd.reopen(fd, flags);
+        }
+        let st = sys::stat_fd(fd)?;
+        let mut opened = None;
+        self.with_growth(
+            fd,
+            (st.st_dev, st.st_ino),
+            |_| Ok(0),
+            || {
+                opened = Some(self.proc_fd.reopen(fd, flags)?);
+                Ok(())
+            },
+        )?;
+        let file = opened.ok_or_else(|| errno(libc::EIO))?;
+        self.kill_priv(file.as_fd(), ctx.uid == 0);
+        Ok(file)
+    }
+
     pub(super) fn do_open(
         &self,
+        ctx: &Context,
         inode: u64,
         flags: u32,
         is_dir: bool,
     ) -> io::Result<(u64, OpenOptions)> {
         let (data, fd) = self.inode(inode)?;
         let mut flags = self.host_open_flags(flags)?;
-        match (data.file_type, is_dir) {
-            (libc::S_IFDIR, true) => flags |= libc::O_DIRECTORY,
-            (libc::S_IFDIR, false) if flags & libc::O_ACCMODE == libc::O_RDONLY => {}
-            (libc::S_IFDIR, false) => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
-            (_, true) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
-            (libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK, false) => {}
-            // Never open a host device node for the guest (CVE-2020-35517
-            // class): the guest may have made it.
-            _ => return Err(io::Error::from_raw_os_error(libc::EACCES)),
+        self.check_openable(fd.as_fd(), data.file_type, is_dir, flags)?;
+        if is_dir {
+            flags |= libc::O_DIRECTORY;
         }
-        let file = self.proc_fd.reopen(fd.as_fd(), flags)?;
+        let file = if self.config.readonly {
+            // Reading must not even move the access time of a read-only
+            // share (O_NOATIME needs ownership or CAP_FOWNER; without them
+            // the host's atime rules apply).
+            match self.proc_fd.reopen(fd.as_fd(), flags | libc::O_NOATIME) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    self.proc_fd.reopen(fd.as_fd(), flags)?
+                }
+                other => other?,
+            }
+        } else {
+            self.reopen_counted(ctx, fd.as_fd(), flags)?
+        };
         let handle = self.handles.insert(inode, file)?;
         Ok((handle, self.open_options(is_dir)))
-    }
-
-    pub(super) fn do_create(
-        &self,
-        ctx: &Context,
-        parent: u64,
-        name: &CStr,
-        args: CreateIn,
-    ) -> io::Result<(Entry, u64, OpenOptions)> {
-        self.check_writable()?;
-        confinement::validate_name(name)?;
-        let dir = self.dir(parent)?;
-        let flags = self.host_open_flags(args.flags)? | libc::O_CREAT;
-        let file = {
-            let _creds = ScopedFsCreds::switch(ctx.uid, ctx.gid)?;
-            confinement::open_beneath(dir.as_fd(), name, flags, args.mode & 0o7777)?
-        };
-        // The inode we just opened, not whatever the name points at now.
-        let path_fd = self.proc_fd.reopen(file.as_fd(), libc::O_PATH)?;
-        let entry = self.entry_for_fd(path_fd)?;
-        match self.handles.insert(entry.inode, file) {
-            Ok(handle) => Ok((entry, handle, self.open_options(false))),
-            Err(e) => {
-                self.inodes.forget(entry.inode, 1);
-                Err(e)
-            }
-        }
     }
 
     pub(super) fn do_read(
@@ -99,6 +139,7 @@ impl ConfinedFs {
 
     pub(super) fn do_write(
         &self,
+        ctx: &Context,
         inode: u64,
         handle: u64,
         r: &mut dyn ZeroCopyReader,
@@ -107,7 +148,25 @@ impl ConfinedFs {
     ) -> io::Result<usize> {
         self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
-        h.with_file(|f| r.read_to(f, size as usize, offset))
+        let written = if self.quota.is_some() {
+            // SAFETY: F_GETFL on a valid fd takes no pointer.
+            let fl = sys::cvt(unsafe { libc::fcntl(h.fd().as_raw_fd(), libc::F_GETFL) })?;
+            let append = fl & libc::O_APPEND != 0;
+            self.with_growth(
+                h.fd(),
+                self.inode_key(inode)?,
+                |st| {
+                    let size_now = sizes::size_of(st);
+                    let start = if append { size_now } else { offset };
+                    Ok(growth(size_now, start.saturating_add(u64::from(size))))
+                },
+                || h.with_file(|f| r.read_to(f, size as usize, offset)),
+            )?
+        } else {
+            h.with_file(|f| r.read_to(f, size as usize, offset))?
+        };
+        self.kill_priv(h.fd(), ctx.uid == 0);
+        Ok(written)
     }
 
     pub(super) fn do_release(&self, inode: u64, handle: u64) -> io::Result<()> {
@@ -129,7 +188,12 @@ impl ConfinedFs {
     ) -> io::Result<()> {
         self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
-        sys::fallocate_fd(h.fd(), mode, offset, len)
+        self.with_growth(
+            h.fd(),
+            self.inode_key(inode)?,
+            |st| sizes::fallocate_growth(mode, sizes::size_of(st), offset, len),
+            || sys::fallocate_fd(h.fd(), mode, offset, len),
+        )
     }
 
     pub(super) fn do_lseek(
@@ -153,6 +217,7 @@ impl ConfinedFs {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn do_copy_file_range(
         &self,
+        ctx: &Context,
         inode_in: u64,
         handle_in: u64,
         offset_in: u64,
@@ -169,6 +234,18 @@ impl ConfinedFs {
         let len = usize::try_from(len)
             .unwrap_or(usize::MAX)
             .min(isize::MAX as usize);
-        sys::copy_range(src.fd(), offset_in, dst.fd(), offset_out, len, flags)
+        let copied = self.with_growth(
+            dst.fd(),
+            self.inode_key(inode_out)?,
+            |st| {
+                // No more than the source holds past `offset_in`.
+                let available = sizes::size_of(&sys::stat_fd(src.fd())?).saturating_sub(offset_in);
+                let n = (len as u64).min(available);
+                Ok(growth(sizes::size_of(st), offset_out.saturating_add(n)))
+            },
+            || sys::copy_range(src.fd(), offset_in, dst.fd(), offset_out, len, flags),
+        )?;
+        self.kill_priv(dst.fd(), ctx.uid == 0);
+        Ok(copied)
     }
 }

@@ -147,12 +147,12 @@ impl FileSystem for ConfinedFs {
 
     fn open(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
-        let (handle, opts) = self.do_open(inode, flags, false)?;
+        let (handle, opts) = self.do_open(ctx, inode, flags, false)?;
         Ok((Some(handle), opts, None))
     }
 
@@ -183,7 +183,7 @@ impl FileSystem for ConfinedFs {
 
     fn write(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         handle: u64,
         r: &mut dyn ZeroCopyReader,
@@ -194,7 +194,7 @@ impl FileSystem for ConfinedFs {
         _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<usize> {
-        self.do_write(inode, handle, r, size, offset)
+        self.do_write(ctx, inode, handle, r, size, offset)
     }
 
     fn flush(&self, _ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {
@@ -265,11 +265,11 @@ impl FileSystem for ConfinedFs {
 
     fn opendir(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
-        let (handle, opts) = self.do_open(inode, flags, true)?;
+        let (handle, opts) = self.do_open(ctx, inode, flags, true)?;
         Ok((Some(handle), opts))
     }
 
@@ -360,7 +360,7 @@ impl FileSystem for ConfinedFs {
 impl ExtraRequests for ConfinedFs {
     fn copy_file_range(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode_in: u64,
         handle_in: u64,
         offset_in: u64,
@@ -371,7 +371,7 @@ impl ExtraRequests for ConfinedFs {
         flags: u64,
     ) -> io::Result<usize> {
         self.do_copy_file_range(
-            inode_in, handle_in, offset_in, inode_out, handle_out, offset_out, len, flags,
+            ctx, inode_in, handle_in, offset_in, inode_out, handle_out, offset_out, len, flags,
         )
     }
 

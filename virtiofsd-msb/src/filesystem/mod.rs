@@ -6,8 +6,13 @@
 //! handlers in `entries` (names in directories), `attrs`, `files` (I/O),
 //! [`locks`], `dirs` (directory listing) and `xattrs`; `fs_impl` wires them to
 //! fuse-backend-rs's `FileSystem` trait.
+//!
+//! The policies of [`crate::policy`] are applied here: `overlay` reads and
+//! writes the stat-virtualization record and creates entries, `sizes` does
+//! the quota bookkeeping of every request that changes a size.
 
 mod attrs;
+mod create;
 mod dirs;
 mod entries;
 pub mod file_handle;
@@ -16,6 +21,8 @@ mod fs_impl;
 pub mod handles;
 pub mod inodes;
 pub mod locks;
+mod overlay;
+mod sizes;
 pub mod sys;
 mod xattrs;
 
@@ -29,6 +36,7 @@ use std::time::Duration;
 use fuse_backend_rs::api::filesystem::Entry;
 
 use crate::confinement::{self, ProcSelfFd};
+use crate::policy::{HostPermissions, Quota, QuotaConfig, StatVirtualization};
 use file_handle::FileHandles;
 use handles::HandleTable;
 use inodes::{InodeData, InodeFd, InodeStore};
@@ -59,6 +67,30 @@ pub struct FsConfig {
     /// handles are bounded by the same number, separately, and lock-owner
     /// descriptions by a quarter of it).
     pub max_inode_fds: usize,
+    /// Where guest-visible owners and modes come from.
+    pub stat_virtualization: StatVirtualization,
+    /// Which modes host inodes get under stat virtualization.
+    pub host_permissions: HostPermissions,
+    /// The byte budget, if any.
+    pub quota: Option<QuotaConfig>,
+}
+
+impl FsConfig {
+    /// Settings for serving `shared_dir` read-write with the defaults:
+    /// `--cache auto`, xattrs served, strict stat virtualization, private
+    /// host permissions, no quota.
+    pub fn new(shared_dir: PathBuf, max_inode_fds: usize) -> Self {
+        FsConfig {
+            shared_dir,
+            readonly: false,
+            cache: CachePolicy::Auto,
+            xattr: true,
+            max_inode_fds,
+            stat_virtualization: StatVirtualization::Strict,
+            host_permissions: HostPermissions::Private,
+            quota: None,
+        }
+    }
 }
 
 /// The confined passthrough filesystem.
@@ -69,6 +101,10 @@ pub struct ConfinedFs {
     locks: locks::OwnerLocks,
     proc_fd: ProcSelfFd,
     timeout: Duration,
+    /// Whether records are read and written (stat virtualization is on and
+    /// the share's filesystem stores `user.*` xattrs).
+    overlay: bool,
+    quota: Option<Quota>,
 }
 
 impl ConfinedFs {
@@ -76,8 +112,22 @@ impl ConfinedFs {
     ///
     /// Sets the process umask to 0: the guest kernel already applied the
     /// guest's umask to every mode it sends.
+    ///
+    /// With strict stat virtualization this fails when the share's
+    /// filesystem does not store `user.*` xattrs; with a quota it counts the
+    /// share (or joins the shared accounting file).
     pub fn new(config: FsConfig) -> io::Result<Self> {
         let root = open_root(&config.shared_dir)?;
+        let overlay = overlay::decide(&config, root.as_fd())?;
+        let quota = match &config.quota {
+            Some(q) => {
+                if let Some(file) = &q.accounting_file {
+                    crate::policy::quota_file::check_outside(file, &config.shared_dir)?;
+                }
+                Some(Quota::open(q, root.as_fd())?)
+            }
+            None => None,
+        };
         let mount_fd = confinement::open_dir_again(root.as_fd(), libc::O_RDONLY)?;
         let handles = FileHandles::probe(root.as_fd(), mount_fd);
         if handles.is_none() {
@@ -100,12 +150,19 @@ impl ConfinedFs {
             inodes,
             proc_fd: ProcSelfFd::open()?,
             timeout,
+            overlay,
+            quota,
         })
     }
 
     /// The settings this filesystem was built with.
     pub fn config(&self) -> &FsConfig {
         &self.config
+    }
+
+    /// Whether stat-virtualization records are in use on this share.
+    pub fn overlay_active(&self) -> bool {
+        self.overlay
     }
 
     /// Number of host fds the inode table holds now (for tests and logs).
@@ -145,11 +202,14 @@ impl ConfinedFs {
         self.entry_for_fd(fd)
     }
 
-    /// Registers an `O_PATH` fd as a guest inode and builds its entry.
+    /// Registers an `O_PATH` fd as a guest inode and builds its entry with
+    /// the guest-visible attributes (`EIO` for a corrupt record, and then
+    /// nothing is registered).
     fn entry_for_fd(&self, fd: OwnedFd) -> io::Result<Entry> {
         let st = sys::stat_fd(fd.as_fd())?;
+        let attr = self.guest_attr(fd.as_fd(), st)?;
         let id = self.inodes.insert_or_ref(fd, &st)?;
-        Ok(self.entry(id, st))
+        Ok(self.entry(id, attr))
     }
 
     fn entry(&self, id: u64, attr: libc::stat64) -> Entry {
@@ -192,3 +252,5 @@ fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_policy;

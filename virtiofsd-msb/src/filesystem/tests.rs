@@ -11,11 +11,8 @@ use super::*;
 
 fn fs_on(dir: &std::path::Path, readonly: bool, max_fds: usize) -> ConfinedFs {
     ConfinedFs::new(FsConfig {
-        shared_dir: dir.to_path_buf(),
         readonly,
-        cache: CachePolicy::Auto,
-        xattr: true,
-        max_inode_fds: max_fds,
+        ..FsConfig::new(dir.to_path_buf(), max_fds)
     })
     .unwrap()
 }

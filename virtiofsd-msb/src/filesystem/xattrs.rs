@@ -2,7 +2,9 @@
 //!
 //! The calls go through `/proc/self/fd/N` of the inode's own fd, so no
 //! guest path is resolved. Symlinks carry no attributes here (Linux refuses
-//! `user.*` on them anyway).
+//! `user.*` on them anyway). Only `user.*` names reach the host, and never
+//! the daemon's own `user.msb.*` (the stat-virtualization record): see
+//! [`crate::policy::xattr_names`].
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -13,6 +15,7 @@ use fuse_backend_rs::api::filesystem::{GetxattrReply, ListxattrReply};
 use super::sys::xattr;
 use super::ConfinedFs;
 use crate::confinement::ProcSelfFd;
+use crate::policy::xattr_names;
 
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
@@ -37,7 +40,11 @@ impl ConfinedFs {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        let Some((path, _fd)) = self.xattr_path(inode)? else {
+        let target = self.xattr_path(inode)?;
+        if let Some(e) = xattr_names::classify(name.to_bytes()).get_errno() {
+            return Err(errno(e));
+        }
+        let Some((path, _fd)) = target else {
             return Err(errno(libc::ENODATA));
         };
         if size == 0 {
@@ -52,20 +59,17 @@ impl ConfinedFs {
     }
 
     pub(super) fn do_listxattr(&self, inode: u64, size: u32) -> io::Result<ListxattrReply> {
-        let Some((path, _fd)) = self.xattr_path(inode)? else {
-            return Ok(if size == 0 {
-                ListxattrReply::Count(0)
-            } else {
-                ListxattrReply::Names(Vec::new())
-            });
+        let names = match self.xattr_path(inode)? {
+            Some((path, _fd)) => xattr_names::filter_list(&host_list(&path)?),
+            None => Vec::new(),
         };
         if size == 0 {
-            return Ok(ListxattrReply::Count(xattr::list(&path, &mut [])? as u32));
+            return Ok(ListxattrReply::Count(names.len() as u32));
         }
-        let mut buf = vec![0u8; size as usize];
-        let n = xattr::list(&path, &mut buf)?;
-        buf.truncate(n);
-        Ok(ListxattrReply::Names(buf))
+        if names.len() > size as usize {
+            return Err(errno(libc::ERANGE));
+        }
+        Ok(ListxattrReply::Names(names))
     }
 
     pub(super) fn do_setxattr(
@@ -77,6 +81,9 @@ impl ConfinedFs {
     ) -> io::Result<()> {
         let target = self.xattr_path(inode)?;
         self.check_writable()?;
+        if let Some(e) = xattr_names::classify(name.to_bytes()).change_errno() {
+            return Err(errno(e));
+        }
         let Some((path, _fd)) = target else {
             return Err(errno(libc::EPERM));
         };
@@ -86,9 +93,30 @@ impl ConfinedFs {
     pub(super) fn do_removexattr(&self, inode: u64, name: &CStr) -> io::Result<()> {
         let target = self.xattr_path(inode)?;
         self.check_writable()?;
+        if let Some(e) = xattr_names::classify(name.to_bytes()).change_errno() {
+            return Err(errno(e));
+        }
         let Some((path, _fd)) = target else {
             return Err(errno(libc::ENODATA));
         };
         xattr::remove(&path, name)
     }
+}
+
+/// The full host list of xattr names of `path`, retried if it grows
+/// between asking for its size and reading it.
+fn host_list(path: &CStr) -> io::Result<Vec<u8>> {
+    for _ in 0..8 {
+        let len = xattr::list(path, &mut [])?;
+        let mut buf = vec![0u8; len + 64];
+        match xattr::list(path, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(errno(libc::ERANGE))
 }
