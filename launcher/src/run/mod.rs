@@ -102,6 +102,8 @@ struct ShareSource {
     tag: String,
     host: PathBuf,
     readonly: bool,
+    /// Extra daemon flags (policies).
+    args: Vec<&'static str>,
 }
 
 impl ShareSource {
@@ -132,25 +134,42 @@ struct Layout {
 
 impl Layout {
     fn new(mounts: &[MountSpec], rootfs: Option<&Path>, control: &Path) -> Layout {
-        let share = |tag: &str, host: &Path, readonly| ShareSource {
+        let share = |tag: &str, host: &Path, readonly, args| ShareSource {
             tag: tag.into(),
             host: host.into(),
             readonly,
+            args,
         };
         let mut layout = Layout {
-            shares: vec![share(CONTROL_TAG, control, false)],
+            // msb's own scratch directory: no ownership to virtualize, and it
+            // may sit on a tmpfs without user xattrs.
+            shares: vec![share(
+                CONTROL_TAG,
+                control,
+                false,
+                vec!["--stat-virtualization", "off"],
+            )],
             disks: Vec::new(),
             guest_mounts: Vec::new(),
             rootfs_tag: rootfs.map(|_| ROOTFS_TAG.to_string()),
         };
         if let Some(root) = rootfs {
-            layout.shares.push(share(ROOTFS_TAG, root, false));
+            layout
+                .shares
+                .push(share(ROOTFS_TAG, root, false, Vec::new()));
         }
         for (i, m) in mounts.iter().enumerate() {
             let mount = match m {
-                MountSpec::Bind { host, guest, flags } => {
+                MountSpec::Bind {
+                    host,
+                    guest,
+                    flags,
+                    policy,
+                } => {
                     let tag = format!("msb-m{i}");
-                    layout.shares.push(share(&tag, host, flags.ro));
+                    layout
+                        .shares
+                        .push(share(&tag, host, flags.ro, policy.daemon_args()));
                     GuestMount::Virtiofs {
                         tag,
                         target: guest.clone(),
@@ -420,6 +439,7 @@ fn start_daemon(bin: &Path, share: &ShareSource, dir: &Path) -> Result<Supervise
     if share.readonly {
         cmd.arg("--readonly");
     }
+    cmd.args(&share.args);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
     let name = format!("virtiofsd-msb for {}", share.host.display());
     Supervised::spawn(name, cmd, Some(&fd), log_path).map_err(|e| RunError::launcher(e.to_string()))

@@ -10,6 +10,58 @@ use guest_init::config::MountFlags;
 
 use crate::vmm::DiskFormat;
 
+/// `stat-virt=`: how `virtiofsd-msb` presents ownership and modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatVirt {
+    /// Guest owner/mode in a host xattr record; refuse shares without xattrs.
+    Strict,
+    /// Records where the share supports them.
+    Relaxed,
+    /// Literal host metadata.
+    Off,
+}
+
+/// `host-perms=`: what a guest chmod does to the host inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPerms {
+    /// Host inodes keep owner-only access.
+    Private,
+    /// The rwx bits are copied to the host (never setuid/setgid/sticky).
+    Mirror,
+}
+
+/// Daemon policies of a bind mount (the daemon's defaults when unset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharePolicy {
+    /// Stat virtualization mode.
+    pub stat_virt: Option<StatVirt>,
+    /// Host permission mode.
+    pub host_perms: Option<HostPerms>,
+}
+
+impl SharePolicy {
+    /// The `virtiofsd-msb` flags carrying this policy.
+    pub fn daemon_args(&self) -> Vec<&'static str> {
+        let mut args = Vec::new();
+        if let Some(s) = self.stat_virt {
+            args.push("--stat-virtualization");
+            args.push(match s {
+                StatVirt::Strict => "strict",
+                StatVirt::Relaxed => "relaxed",
+                StatVirt::Off => "off",
+            });
+        }
+        if let Some(h) = self.host_perms {
+            args.push("--host-permissions");
+            args.push(match h {
+                HostPerms::Private => "private",
+                HostPerms::Mirror => "mirror",
+            });
+        }
+        args
+    }
+}
+
 /// One mount the user asked for, parsed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSpec {
@@ -21,6 +73,8 @@ pub enum MountSpec {
         guest: String,
         /// Mount flags.
         flags: MountFlags,
+        /// Daemon policies.
+        policy: SharePolicy,
     },
     /// A tmpfs in the guest.
     Tmpfs {
@@ -112,6 +166,7 @@ struct Options {
     size: Option<u64>,
     format: Option<DiskFormat>,
     fstype: Option<String>,
+    policy: SharePolicy,
 }
 
 /// Which option keys a mount kind accepts.
@@ -186,8 +241,32 @@ fn apply_option(spec: &str, kind: Kind, opts: &mut Options, item: &str) -> Resul
                 kind.name()
             ),
         )),
-        ("stat-virt" | "host-perms", Kind::Bind) => {
-            Err(err(spec, format!("{key} is not supported yet")))
+        ("stat-virt", Kind::Bind) => {
+            opts.policy.stat_virt = Some(match value {
+                Some("strict") => StatVirt::Strict,
+                Some("relaxed") => StatVirt::Relaxed,
+                Some("off") => StatVirt::Off,
+                other => {
+                    return Err(err(
+                        spec,
+                        format!("stat-virt {other:?}: use strict, relaxed or off"),
+                    ))
+                }
+            });
+            Ok(())
+        }
+        ("host-perms", Kind::Bind) => {
+            opts.policy.host_perms = Some(match value {
+                Some("private") => HostPerms::Private,
+                Some("mirror") => HostPerms::Mirror,
+                other => {
+                    return Err(err(
+                        spec,
+                        format!("host-perms {other:?}: use private or mirror"),
+                    ))
+                }
+            });
+            Ok(())
         }
         _ => Err(err(
             spec,
@@ -264,6 +343,7 @@ pub fn parse_volume(spec: &str) -> Result<MountSpec, SpecError> {
         host: check_host(spec, src, true)?,
         guest: check_guest(spec, dst)?,
         flags: opts.flags,
+        policy: opts.policy,
     })
 }
 
@@ -332,6 +412,7 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, SpecError> {
             host: check_host(spec, need_src()?, true)?,
             guest,
             flags: opts.flags,
+            policy: opts.policy,
         },
         Kind::Tmpfs => {
             if src.is_some() {

@@ -26,12 +26,19 @@ fn sizes_parse_with_units() {
 fn bind_mounts_parse_and_check_the_host_path() {
     let (_t, dir, _) = tmpdir_with_disk();
     let m = parse_volume(&format!("{dir}:/data:ro,nosuid")).unwrap();
-    let MountSpec::Bind { host, guest, flags } = m else {
+    let MountSpec::Bind {
+        host,
+        guest,
+        flags,
+        policy,
+    } = m
+    else {
         panic!()
     };
     assert_eq!(host, std::fs::canonicalize(&dir).unwrap());
     assert_eq!(guest, "/data");
     assert!(flags.ro && flags.nosuid && !flags.noexec);
+    assert_eq!(policy, SharePolicy::default());
     let e = parse_volume("/no/such/dir:/x").unwrap_err();
     assert!(
         e.to_string()
@@ -168,4 +175,30 @@ fn duplicate_targets_are_refused_naming_the_second_mount() {
     let e = check_unique_targets(&[a.clone(), b]).unwrap_err();
     assert_eq!(e.spec, "/t/:size=1M");
     check_unique_targets(&[a]).unwrap();
+}
+
+#[test]
+fn bind_mounts_take_daemon_policies() {
+    let (_t, dir, _) = tmpdir_with_disk();
+    let m = parse_volume(&format!("{dir}:/d:stat-virt=relaxed,host-perms=mirror")).unwrap();
+    let MountSpec::Bind { policy, .. } = m else {
+        panic!()
+    };
+    assert_eq!(
+        policy.daemon_args(),
+        [
+            "--stat-virtualization",
+            "relaxed",
+            "--host-permissions",
+            "mirror"
+        ]
+    );
+    let long = parse_mount(&format!("type=bind,src={dir},dst=/d,stat-virt=off")).unwrap();
+    let MountSpec::Bind { policy, .. } = long else {
+        panic!()
+    };
+    assert_eq!(policy.stat_virt, Some(StatVirt::Off));
+    let e = parse_volume(&format!("{dir}:/d:stat-virt=loose")).unwrap_err();
+    assert!(e.reason.contains("loose"), "{e}");
+    assert!(parse_volume(&format!("{dir}:/d:host-perms")).is_err());
 }
