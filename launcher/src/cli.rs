@@ -87,8 +87,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
 
-    /// Bind-mount a host directory: `HOST:GUEST[:ro,noexec,nosuid,nodev]`,
-    /// e.g. `-v ./src:/app:ro`. HOST must start with `/` or `.`.
+    /// Bind-mount a host directory: `HOST:GUEST[:ro,noexec,nosuid,nodev,
+    /// stat-virt=strict|relaxed|off,host-perms=private|mirror]`, e.g.
+    /// `-v ./src:/app:ro`. HOST must start with `/` or `.`. stat-virt keeps
+    /// guest owners/modes in a host xattr (default strict); host-perms
+    /// mirror copies guest rwx bits to the host (default private).
     #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:OPTS]")]
     pub volumes: Vec<String>,
 

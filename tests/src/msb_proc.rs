@@ -6,8 +6,9 @@
 //!   [`ensure_initramfs`] brings the default initramfs up to date
 //!   (`scripts/build-initramfs.sh`) before the first run.
 //! - [`Sandbox`] is a test's private temporary directory. Every `msb` started
-//!   from it gets `sandbox/run` as `TMPDIR` and `XDG_RUNTIME_DIR`, so its run
-//!   directory (sockets, FIFOs, logs) lands there and a leftover is visible.
+//!   from it gets `sandbox/run` as `TMPDIR` (and no `XDG_RUNTIME_DIR`), so
+//!   its run directory (sockets, FIFOs, logs) lands there and a leftover is
+//!   visible.
 //! - [`Msb`] builds one `msb` invocation; [`Msb::spawn`] starts it and
 //!   [`RunningMsb::wait`] collects a [`MsbOutcome`]: exit status, stdout,
 //!   stderr, and what it left behind ([`MsbOutcome::leftovers`]).
@@ -164,7 +165,7 @@ pub fn ensure_initramfs() {
 }
 
 /// A test's private temporary directory, removed on drop. `run/` inside it
-/// is the `TMPDIR`/`XDG_RUNTIME_DIR` of every `msb` started from it.
+/// is the `TMPDIR` of every `msb` started from it.
 pub struct Sandbox {
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
@@ -195,7 +196,7 @@ impl Sandbox {
         &self.path
     }
 
-    /// The directory `msb` gets as `TMPDIR` and `XDG_RUNTIME_DIR`.
+    /// The directory `msb` gets as `TMPDIR`.
     pub fn run_dir(&self) -> PathBuf {
         self.path.join("run")
     }
@@ -450,9 +451,11 @@ impl Msb {
         let out = File::create(&out_path).expect("create stdout log");
         let err = File::create(&err_path).expect("create stderr log");
         let mut cmd = Command::new(&bin);
+        // Without XDG_RUNTIME_DIR msb puts its run directory in TMPDIR, where
+        // a leftover is visible (its per-user caches go to ~/.microsandbox).
         cmd.args(&self.args)
             .env("TMPDIR", &self.run_dir)
-            .env("XDG_RUNTIME_DIR", &self.run_dir)
+            .env_remove("XDG_RUNTIME_DIR")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -704,7 +707,9 @@ impl RunningMsb {
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         let prefix = format!("msb-run-{}-", self.pid);
-        for dir in [std::env::temp_dir(), PathBuf::from("/tmp")] {
+        let mut dirs = vec![std::env::temp_dir(), PathBuf::from("/tmp")];
+        dirs.extend(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from));
+        for dir in dirs {
             if let Ok(d) = fs::read_dir(&dir) {
                 files.extend(
                     d.flatten()
@@ -749,7 +754,7 @@ pub struct Leftovers {
     /// Processes still alive after `msb` exited (they have been killed since).
     pub processes: Vec<ProcInfo>,
     /// Files or directories left in the run directory, or `msb-run-<pid>-*`
-    /// entries in the temp dir.
+    /// entries in the temp dir, /tmp or `$XDG_RUNTIME_DIR`.
     pub files: Vec<PathBuf>,
 }
 

@@ -6,7 +6,9 @@
 //! 3. apply the configured mounts (under the rootfs share when one is set);
 //! 4. run the command with its output on the configured channels and reap
 //!    every zombie until it ends;
-//! 5. write the status back to the control share, sync, power off.
+//! 5. kill what the command left running, unmount the disks (so their
+//!    filesystems are left clean), write the status back to the control
+//!    share, sync, power off.
 //!
 //! Every failure becomes a [`GuestStatus::InitFailed`] naming the bad input;
 //! PID 1 never exits (that would panic the kernel) and never hangs.
