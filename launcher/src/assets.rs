@@ -39,7 +39,7 @@ fn guest_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn find_guest_file(given: Option<&Path>, rel: &str, what: &str) -> Result<PathBuf, RunError> {
+fn find_guest_file(given: Option<&Path>, rels: &[&str], what: &str) -> Result<PathBuf, RunError> {
     if let Some(p) = given {
         return if p.is_file() {
             Ok(p.to_path_buf())
@@ -50,15 +50,16 @@ fn find_guest_file(given: Option<&Path>, rel: &str, what: &str) -> Result<PathBu
             )))
         };
     }
-    let dirs = guest_dirs();
-    dirs.iter()
-        .map(|d| d.join(rel))
+    let candidates: Vec<PathBuf> = guest_dirs()
+        .iter()
+        .flat_map(|d| rels.iter().map(move |r| d.join(r)))
+        .collect();
+    candidates
+        .iter()
         .find(|p| p.is_file())
+        .cloned()
         .ok_or_else(|| {
-            let looked: Vec<String> = dirs
-                .iter()
-                .map(|d| d.join(rel).display().to_string())
-                .collect();
+            let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
             RunError::launcher(format!(
                 "no {what} found (looked at {}); run scripts/setup.sh or pass --{}",
                 looked.join(", "),
@@ -93,8 +94,10 @@ impl Assets {
     /// Resolves every asset; `kernel`/`initramfs` override the defaults.
     pub fn locate(kernel: Option<&Path>, initramfs: Option<&Path>) -> Result<Assets, RunError> {
         Ok(Assets {
-            kernel: find_guest_file(kernel, "kernel/vmlinuz", "kernel")?,
-            initramfs: find_guest_file(initramfs, "msb-initramfs.cpio.gz", "initramfs")?,
+            // The uncompressed ELF boots through PVH, skipping decompression
+            // and real-mode setup; the bzImage is the fallback.
+            kernel: find_guest_file(kernel, &["kernel/vmlinux", "kernel/vmlinuz"], "kernel")?,
+            initramfs: find_guest_file(initramfs, &["msb-initramfs.cpio.gz"], "initramfs")?,
             daemon: find_daemon()?,
         })
     }
