@@ -13,7 +13,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 need_pkgs=(
   qemu-system-x86 busybox-static cpio e2fsprogs kmod attr fuse3
   libacl1-dev libseccomp-dev libcap-ng-dev pkg-config xfsprogs dosfstools
-  util-linux procps lz4
+  util-linux procps lz4 btrfs-progs
 )
 
 missing=()
