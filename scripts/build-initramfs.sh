@@ -5,7 +5,8 @@
 #                         `msb run -- sh -c '…'` works without a rootfs
 #   /lib/modules/<version>/kernel/…  the guest kernel modules msb-init loads:
 #                         virtio (pci, mmio when the kernel has it), virtio_blk,
-#                         virtio_console, fuse + virtiofs, xfs, btrfs, vfat
+#                         virtio_console, fuse + virtiofs, pvpanic_pci (a guest
+#                         panic then ends QEMU with a failure), xfs, btrfs, vfat
 #                         (+ codepages), with every dependency
 #   /etc/msb/modules      their paths, one a line, in load order (resolved
 #                         from the kernel's modules.dep, scripts/lib/guest-modules.sh)
@@ -36,7 +37,7 @@ die() {
 # Modules msb-init loads at every boot (dependencies are added from
 # modules.dep; built-in ones are skipped; `?` marks a module the kernel may
 # not have).
-base_modules=(virtio_pci 'virtio_mmio?' virtio_blk virtio_console fuse virtiofs)
+base_modules=(virtio_pci 'virtio_mmio?' virtio_blk virtio_console fuse virtiofs 'pvpanic_pci?')
 # Filesystem modules, loaded by msb-init only before it mounts a disk of that
 # type (loading xfs + btrfs at every boot costs ~1.5 s under TCG: raid6_pq
 # benchmarks its algorithms, the modules are large). ext4 is built in.

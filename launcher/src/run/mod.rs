@@ -402,7 +402,7 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
             let console = tail_lines(&plan.console_log, 15);
             let how = match events.map(|w| w.join().unwrap_or_default()) {
                 Some(life) => ch_events::ch_exit(status, &life),
-                None => vmm::qemu::qemu_exit(status, &console),
+                None => vmm::qemu::qemu_exit(status, &tail_lines(&plan.console_log, 200)),
             };
             guest_result(&control.join(STATUS_FILE), how, &console, start)
         }

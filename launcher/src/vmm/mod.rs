@@ -118,12 +118,11 @@ pub struct VmPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmmExit {
     /// The guest powered off and the VMM exited 0. Under QEMU this also
-    /// covers a guest reboot (`-no-reboot`) and a panic in a guest without
-    /// the `pvpanic_pci` module.
+    /// covers a guest reboot (`-no-reboot`).
     PoweredOff,
     /// The guest rebooted (CH only; the launcher stopped CH).
     Rebooted,
-    /// The guest kernel panicked.
+    /// The guest kernel panicked (pvpanic, or its banner on the console).
     GuestPanic,
     /// The VMM failed and exited with this code; its log says why.
     Failed(i32),

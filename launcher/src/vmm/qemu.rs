@@ -129,8 +129,9 @@ pub const PANIC_BANNER: &str = "Kernel panic - not syncing";
 pub fn qemu_exit(status: ExitStatus, console: &str) -> VmmExit {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
+        // Without pvpanic a panic reboots, and -no-reboot makes that exit 0.
+        (Some(0 | 1), _) if console.contains(PANIC_BANNER) => VmmExit::GuestPanic,
         (Some(0), _) => VmmExit::PoweredOff,
-        (Some(1), _) if console.contains(PANIC_BANNER) => VmmExit::GuestPanic,
         (Some(code), _) => VmmExit::Failed(code),
         (None, Some(sig)) => VmmExit::Killed(sig),
         (None, None) => VmmExit::Failed(-1),
@@ -348,7 +349,7 @@ mod tests {
         let code = |c: i32| ExitStatus::from_raw(c << 8);
         let panic_log = "[    3.02] Kernel panic - not syncing: sysrq triggered crash\n";
         assert_eq!(qemu_exit(code(0), ""), VmmExit::PoweredOff);
-        assert_eq!(qemu_exit(code(0), panic_log), VmmExit::PoweredOff);
+        assert_eq!(qemu_exit(code(0), panic_log), VmmExit::GuestPanic);
         assert_eq!(qemu_exit(code(1), panic_log), VmmExit::GuestPanic);
         assert_eq!(qemu_exit(code(1), "booting"), VmmExit::Failed(1));
         assert_eq!(
