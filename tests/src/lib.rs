@@ -4,3 +4,4 @@ pub mod daemon_proc;
 pub mod msb_proc;
 pub mod qemu;
 pub mod vhost_driver;
+pub mod vm_turn;

@@ -38,7 +38,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -526,28 +526,7 @@ fn watch_descendants(root: i32, stop: &AtomicBool, seen: &Mutex<BTreeMap<i32, Pr
     }
 }
 
-/// The right to run one `msb` in this process; released on drop.
-struct Turn;
-
-static BUSY: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
-
-impl Turn {
-    fn take() -> Turn {
-        let mut busy = BUSY.0.lock().unwrap_or_else(|p| p.into_inner());
-        while *busy {
-            busy = BUSY.1.wait(busy).unwrap_or_else(|p| p.into_inner());
-        }
-        *busy = true;
-        Turn
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        *BUSY.0.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        BUSY.1.notify_one();
-    }
-}
+use crate::vm_turn::VmTurn as Turn;
 
 /// A running `msb`. Dropping it without [`wait`](Self::wait) kills its
 /// process group and everything it started.

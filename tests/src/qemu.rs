@@ -31,7 +31,7 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -437,29 +437,7 @@ pub struct RunningGuest {
     _turn: Turn,
 }
 
-/// The right to run a guest in this process; released on drop.
-#[derive(Debug)]
-struct Turn;
-
-static BUSY: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
-
-impl Turn {
-    fn take() -> Turn {
-        let mut busy = BUSY.0.lock().unwrap_or_else(|p| p.into_inner());
-        while *busy {
-            busy = BUSY.1.wait(busy).unwrap_or_else(|p| p.into_inner());
-        }
-        *busy = true;
-        Turn
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        *BUSY.0.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        BUSY.1.notify_one();
-    }
-}
+use crate::vm_turn::VmTurn as Turn;
 
 impl RunningGuest {
     /// The serial console output so far (carriage returns removed).
