@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Run commands in micro-VMs with host directories, tmpfs and disks mounted.
+/// Run commands in micro-VMs with host directories, named volumes, tmpfs and
+/// disks mounted.
 #[derive(Debug, Parser)]
 #[command(name = "msb", version, about, propagate_version = true)]
 pub struct Cli {
@@ -17,7 +18,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command in a fresh micro-VM and return its output and exit code.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Manage named volumes: create, ls, inspect, rm, and host-side file
+    /// access (fs).
+    Volume(crate::volume::args::VolumeArgs),
 }
 
 /// The VMM that runs the guest.
@@ -48,6 +52,8 @@ const RUN_AFTER_HELP: &str = "\
 Examples:
   msb run -- echo hello
   msb run -v ./src:/app:ro -w /app -- ls -l
+  msb run -v cache:/cache -- du -sh /cache
+  msb run --mount type=volume,src=pg,dst=/var/lib/pg,mode=ensure-exists,kind=disk,size=1024 -- ls /var/lib/pg
   msb run --tmpfs /tmp:size=64M,noexec -- sh -c 'df -h /tmp'
   msb run --disk ./data.qcow2:/data:format=qcow2 -- cat /data/notes.txt
   msb run --mount type=bind,src=/srv/cache,dst=/cache -e HOME=/cache -- make
@@ -87,12 +93,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
 
-    /// Bind-mount a host directory: `HOST:GUEST[:ro,noexec,nosuid,nodev,
-    /// stat-virt=strict|relaxed|off,host-perms=private|mirror]`, e.g.
-    /// `-v ./src:/app:ro`. HOST must start with `/` or `.`. stat-virt keeps
-    /// guest owners/modes in a host xattr (default strict); host-perms
-    /// mirror copies guest rwx bits to the host (default private).
-    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:OPTS]")]
+    /// Bind-mount a host directory or mount a named volume:
+    /// `SRC:GUEST[:ro,noexec,nosuid,nodev,stat-virt=strict|relaxed|off,
+    /// host-perms=private|mirror]`, e.g. `-v ./src:/app:ro` or
+    /// `-v cache:/cache`. A SRC starting with `/` or `.` is a host path
+    /// (write `./name` for a directory in the current one); anything else
+    /// is the name of a volume, which must exist (see `msb volume`; or use
+    /// `--mount type=volume,…,mode=ensure-exists`). stat-virt keeps guest
+    /// owners/modes in a host xattr (default strict); host-perms mirror
+    /// copies guest rwx bits to the host (default private); neither applies
+    /// to disk volumes.
+    #[arg(short = 'v', long = "volume", value_name = "SRC:GUEST[:OPTS]")]
     pub volumes: Vec<String>,
 
     /// Mount a tmpfs: `GUEST[:size=64M,ro,noexec,nosuid,nodev]`, e.g.
@@ -107,8 +118,16 @@ pub struct RunArgs {
     #[arg(long = "disk", value_name = "HOST:GUEST[:OPTS]")]
     pub disks: Vec<String>,
 
-    /// Long form of a mount: `type=bind|tmpfs|disk,src=…,dst=…[,OPTS]`,
-    /// e.g. `--mount type=tmpfs,dst=/scratch,size=1G`.
+    /// Long form of a mount: `type=bind|volume|tmpfs|disk,src=…,dst=…[,OPTS]`,
+    /// e.g. `--mount type=tmpfs,dst=/scratch,size=1G`. Named volumes:
+    /// `type=volume,src=NAME,dst=/guest[,mode=existing|create|ensure-exists,
+    /// kind=dir|disk,size=MIB,quota=MIB,ro,…]`: existing (default) needs the
+    /// volume, create makes it (an error if it exists), ensure-exists makes
+    /// it when missing; kind/size/quota define a new volume and must match
+    /// an existing one (whose metadata is never changed). A dir volume is
+    /// served by virtiofsd-msb under its quota (shared with every other VM
+    /// using it); a disk volume (size required) is attached as virtio-blk
+    /// and mounted ext4. The volume counts as in use until the run ends.
     #[arg(long = "mount", value_name = "type=…,src=…,dst=…")]
     pub mounts: Vec<String>,
 

@@ -1,5 +1,5 @@
-//! `msb`: run a command in a micro-VM with host directories, tmpfs and disk
-//! images mounted, and get its output and exit code back.
+//! `msb`: run a command in a micro-VM with host directories, named volumes,
+//! tmpfs and disk images mounted, and get its output and exit code back.
 //!
 //! - [`cli`]: the command line;
 //! - [`spec`]: mount specs as the user writes them, parsed and checked;
@@ -7,6 +7,7 @@
 //! - [`vmm`]: the cloud-hypervisor and QEMU backends;
 //! - [`process`]: supervised child processes;
 //! - [`run`]: starting daemons and the VM, supervising, cleaning up;
+//! - [`volume`]: `msb volume` (named volumes) and the named mounts of a run;
 //! - [`exit`]: the exit statuses.
 
 pub mod assets;
@@ -16,3 +17,4 @@ pub mod process;
 pub mod run;
 pub mod spec;
 pub mod vmm;
+pub mod volume;

@@ -42,5 +42,9 @@ fn main() {
                 }
             }
         }
+        Command::Volume(args) => {
+            init_logging(LogLevel::Warn);
+            std::process::exit(launcher::volume::main(&args));
+        }
     }
 }

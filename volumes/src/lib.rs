@@ -1,7 +1,49 @@
-//! Named persistent volumes.
+//! Named persistent volumes: the store under `MSB_HOME` (default
+//! `~/.microsandbox`) and host-side file access.
 //!
-//! For now this crate holds the volume-name rules that every other part of
-//! the project must agree on; the store itself is tracked in the issues.
+//! - [`Store`]: create ([`Store::create`]), look up ([`Store::get`],
+//!   [`Store::list`]), remove ([`Store::remove`]) and lease
+//!   ([`Store::lease`]) volumes; metadata in SQLite (`db/msb.db`, schema
+//!   migrations in [`db`]); atomic against concurrent processes and
+//!   crashes (the protocol is described in the `store` module source);
+//! - [`VolumeHandle`]: a volume's metadata;
+//! - [`VolumeFs`]: read and write a dir volume from the host, confined to
+//!   its root by `openat2(RESOLVE_BENEATH)`, counted against its quota;
+//! - [`Provision`]: what `msb run` mounts ask for (`mode=existing|create|
+//!   ensure-exists`);
+//! - the name rules ([`validate_name`]) every part of the project agrees on.
+//!
+//! Quota accounting is the daemon's own: this crate depends on the
+//! `virtiofsd-msb` library for the shared accounting file
+//! (`policy::quota`) and the tree scan (`policy::quota_scan`), so a volume
+//! is counted identically by `msb volume ls`, by `VolumeFs` and by every
+//! daemon serving it.
+
+pub mod db;
+mod disk;
+mod error;
+mod fs;
+mod lease;
+mod model;
+mod paths;
+mod process;
+mod provision;
+mod recovery;
+mod store;
+
+pub use disk::{find_mkfs, MKFS_ENV};
+pub use error::{Error, Result};
+pub use fs::{Entry, EntryKind, VolumeFs, DIR_MODE, FILE_MODE};
+pub use lease::{Lease, LeaseRequest};
+pub use model::{
+    parse_label, rfc3339, validate_label, CreateOptions, LeaseInfo, VolumeHandle, VolumeKind,
+    DISK_FORMAT, DISK_FSTYPE, DISK_IMAGE, MIN_DISK_MIB,
+};
+pub use paths::{default_home, HOME_ENV};
+pub use process::ProcessId;
+pub use provision::{Mode, Provision};
+pub use recovery::Recovery;
+pub use store::{Store, CRASH_ENV};
 
 /// Longest accepted volume name, in bytes.
 pub const MAX_NAME_LEN: usize = 63;

@@ -15,6 +15,7 @@
 mod output;
 pub mod signals;
 
+use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
@@ -52,12 +53,15 @@ const KERNEL_CMDLINE: &str =
 const ROOTFS_TAG: &str = "msb-root";
 
 /// Everything a run owns. Fields drop in order: the VMM stops first, then
-/// the daemons, then the run directory goes.
+/// the daemons, then the run directory goes, then the volume leases are
+/// released (nothing serves a volume any more by then).
 struct Session {
     pumps: Vec<Pump>,
     vmm: Option<Supervised>,
     daemons: Vec<Supervised>,
     dir: RunDir,
+    /// Held for its drop, which releases the leases.
+    _leases: Vec<volumes::Lease>,
 }
 
 /// The private directory of one run, removed on drop.
@@ -107,7 +111,7 @@ struct ShareSource {
     host: PathBuf,
     readonly: bool,
     /// Extra daemon flags (policies).
-    args: Vec<&'static str>,
+    args: Vec<OsString>,
 }
 
 impl ShareSource {
@@ -137,7 +141,12 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(mounts: &[MountSpec], rootfs: Option<&Path>, control: &Path) -> Layout {
+    /// Fails only for a named volume mount that was not resolved (a bug).
+    fn new(
+        mounts: &[MountSpec],
+        rootfs: Option<&Path>,
+        control: &Path,
+    ) -> Result<Layout, RunError> {
         let share = |tag: &str, host: &Path, readonly, args| ShareSource {
             tag: tag.into(),
             host: host.into(),
@@ -151,7 +160,7 @@ impl Layout {
                 CONTROL_TAG,
                 control,
                 false,
-                vec!["--stat-virtualization", "off"],
+                vec!["--stat-virtualization".into(), "off".into()],
             )],
             disks: Vec::new(),
             guest_mounts: Vec::new(),
@@ -210,10 +219,16 @@ impl Layout {
                         flags: *flags,
                     }
                 }
+                MountSpec::Volume(v) => {
+                    return Err(RunError::launcher(format!(
+                        "mount {:?}: volume {:?} was not resolved",
+                        v.spec, v.name
+                    )))
+                }
             };
             layout.guest_mounts.push(mount);
         }
-        layout
+        Ok(layout)
     }
 }
 
@@ -323,18 +338,23 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     tracing::info!("using {kind:?} ({accel:?})");
     phase(start, "checked");
 
+    // Named volumes: created if the mode says so, and leased until the
+    // session is dropped.
+    let resolved = crate::volume::mounts::resolve(mounts)?;
+    let mounts = resolved.mounts;
     let mut session = Session {
         pumps: Vec::new(),
         vmm: None,
         daemons: Vec::new(),
         dir: RunDir::create()?,
+        _leases: resolved.leases,
     };
     let dir = session.dir.path.clone();
     // The control share carries the config in and the status out.
     let control = dir.join("control");
     std::fs::create_dir(&control)
         .map_err(|e| RunError::launcher(format!("{}: {e}", control.display())))?;
-    let layout = Layout::new(&mounts, rootfs.as_deref(), &control);
+    let layout = Layout::new(&mounts, rootfs.as_deref(), &control)?;
     let plan = VmPlan {
         kernel: assets.kernel.clone(),
         initramfs: assets.initramfs.clone(),

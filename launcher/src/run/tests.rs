@@ -7,7 +7,8 @@ fn run_args(argv: &[&str]) -> RunArgs {
     let mut full = vec!["msb", "run"];
     full.extend_from_slice(argv);
     match Cli::try_parse_from(full).unwrap().command {
-        Sub::Run(a) => a,
+        Sub::Run(a) => *a,
+        other => panic!("not a run: {other:?}"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! process starts. Every error names the mount as the user wrote it.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -30,36 +31,78 @@ pub enum HostPerms {
     Mirror,
 }
 
-/// Daemon policies of a bind mount (the daemon's defaults when unset).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The byte budget of a share (named dir volumes with a quota).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareQuota {
+    /// Budget in MiB.
+    pub mib: u32,
+    /// Accounting file shared by every daemon of the volume (outside it).
+    pub file: PathBuf,
+}
+
+/// Daemon policies of a share (the daemon's defaults when unset).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SharePolicy {
     /// Stat virtualization mode.
     pub stat_virt: Option<StatVirt>,
     /// Host permission mode.
     pub host_perms: Option<HostPerms>,
+    /// Quota (set by the volume store, never by a user's option).
+    pub quota: Option<ShareQuota>,
 }
 
 impl SharePolicy {
     /// The `virtiofsd-msb` flags carrying this policy.
-    pub fn daemon_args(&self) -> Vec<&'static str> {
-        let mut args = Vec::new();
+    pub fn daemon_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
         if let Some(s) = self.stat_virt {
-            args.push("--stat-virtualization");
-            args.push(match s {
-                StatVirt::Strict => "strict",
-                StatVirt::Relaxed => "relaxed",
-                StatVirt::Off => "off",
-            });
+            args.push("--stat-virtualization".into());
+            args.push(
+                match s {
+                    StatVirt::Strict => "strict",
+                    StatVirt::Relaxed => "relaxed",
+                    StatVirt::Off => "off",
+                }
+                .into(),
+            );
         }
         if let Some(h) = self.host_perms {
-            args.push("--host-permissions");
-            args.push(match h {
-                HostPerms::Private => "private",
-                HostPerms::Mirror => "mirror",
-            });
+            args.push("--host-permissions".into());
+            args.push(
+                match h {
+                    HostPerms::Private => "private",
+                    HostPerms::Mirror => "mirror",
+                }
+                .into(),
+            );
+        }
+        if let Some(q) = &self.quota {
+            args.push("--quota-mib".into());
+            args.push(q.mib.to_string().into());
+            args.push("--quota-file".into());
+            args.push(q.file.clone().into_os_string());
         }
         args
     }
+}
+
+/// A named volume mount (`-v NAME:/guest`, `--mount type=volume,…`),
+/// resolved through the volume store before anything starts (see
+/// [`crate::volume::mounts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The spec as the user wrote it, for messages.
+    pub spec: String,
+    /// Volume name (checked by [`volumes::validate_name`]).
+    pub name: String,
+    /// Guest path.
+    pub guest: String,
+    /// Mount flags.
+    pub flags: MountFlags,
+    /// Daemon policies (dir volumes only).
+    pub policy: SharePolicy,
+    /// `mode=`, `kind=`, `size=`, `quota=`.
+    pub provision: volumes::Provision,
 }
 
 /// One mount the user asked for, parsed and checked.
@@ -98,6 +141,9 @@ pub enum MountSpec {
         /// Mount flags.
         flags: MountFlags,
     },
+    /// A named volume, before the store resolved it into a `Bind` (dir
+    /// volume) or a `Disk` (disk volume).
+    Volume(VolumeMount),
 }
 
 impl MountSpec {
@@ -107,6 +153,7 @@ impl MountSpec {
             MountSpec::Bind { guest, .. }
             | MountSpec::Tmpfs { guest, .. }
             | MountSpec::Disk { guest, .. } => guest,
+            MountSpec::Volume(v) => &v.guest,
         }
     }
 }
@@ -159,6 +206,23 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Parses a size in MiB: a plain number is MiB (`64`), a size with a unit
+/// (`1G`, `512M`) must be a whole number of MiB.
+pub fn parse_mib(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let mib = if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
+        t.parse::<u64>()
+            .map_err(|_| format!("size {text:?} is too large"))?
+    } else {
+        let bytes = parse_size(t)?;
+        if bytes % (1 << 20) != 0 {
+            return Err(format!("size {text:?} is not a whole number of MiB"));
+        }
+        bytes >> 20
+    };
+    u32::try_from(mib).map_err(|_| format!("size {text:?} is too large"))
+}
+
 /// Options gathered from a comma list; each parser takes what it allows.
 #[derive(Default)]
 struct Options {
@@ -167,6 +231,7 @@ struct Options {
     format: Option<DiskFormat>,
     fstype: Option<String>,
     policy: SharePolicy,
+    provision: volumes::Provision,
 }
 
 /// Which option keys a mount kind accepts.
@@ -175,6 +240,7 @@ enum Kind {
     Bind,
     Tmpfs,
     Disk,
+    Volume,
 }
 
 impl Kind {
@@ -183,6 +249,7 @@ impl Kind {
             Kind::Bind => "bind",
             Kind::Tmpfs => "tmpfs",
             Kind::Disk => "disk",
+            Kind::Volume => "volume",
         }
     }
 }
@@ -237,11 +304,31 @@ fn apply_option(spec: &str, kind: Kind, opts: &mut Options, item: &str) -> Resul
         ("stat-virt" | "host-perms", Kind::Tmpfs | Kind::Disk) => Err(err(
             spec,
             format!(
-                "{key} applies only to bind mounts served by virtiofsd-msb, not to {} mounts",
+                "{key} applies only to bind mounts and volumes served by virtiofsd-msb, not to {} mounts",
                 kind.name()
             ),
         )),
-        ("stat-virt", Kind::Bind) => {
+        ("mode", Kind::Volume) => {
+            let v = value.unwrap_or_default();
+            opts.provision.mode = v.parse().map_err(|e: volumes::Error| err(spec, e.to_string()))?;
+            Ok(())
+        }
+        ("kind", Kind::Volume) => {
+            let v = value.unwrap_or_default();
+            opts.provision.kind = Some(v.parse().map_err(|e: volumes::Error| err(spec, e.to_string()))?);
+            Ok(())
+        }
+        ("size" | "quota", Kind::Volume) => {
+            let v = value.ok_or_else(|| err(spec, format!("{key} needs a value in MiB, e.g. {key}=64")))?;
+            let mib = parse_mib(v).map_err(|m| err(spec, format!("{key}: {m}")))?;
+            if key == "size" {
+                opts.provision.size_mib = Some(mib);
+            } else {
+                opts.provision.quota_mib = Some(mib);
+            }
+            Ok(())
+        }
+        ("stat-virt", Kind::Bind | Kind::Volume) => {
             opts.policy.stat_virt = Some(match value {
                 Some("strict") => StatVirt::Strict,
                 Some("relaxed") => StatVirt::Relaxed,
@@ -255,7 +342,7 @@ fn apply_option(spec: &str, kind: Kind, opts: &mut Options, item: &str) -> Resul
             });
             Ok(())
         }
-        ("host-perms", Kind::Bind) => {
+        ("host-perms", Kind::Bind | Kind::Volume) => {
             opts.policy.host_perms = Some(match value {
                 Some("private") => HostPerms::Private,
                 Some("mirror") => HostPerms::Mirror,
@@ -332,11 +419,36 @@ fn split_src_dst<'a>(spec: &'a str, what: &str) -> Result<(&'a str, &'a str, &'a
     Ok((src, dst, parts.next().unwrap_or("")))
 }
 
-/// Parses `-v HOST:GUEST[:OPTS]`.
+/// The named volume mount of `name` on `guest`.
+fn volume_spec(
+    spec: &str,
+    name: &str,
+    guest: String,
+    opts: Options,
+) -> Result<MountSpec, SpecError> {
+    volumes::validate_name(name).map_err(|e| {
+        err(
+            spec,
+            format!("{name:?} is not a volume name ({e}); a host path starts with / or ."),
+        )
+    })?;
+    Ok(MountSpec::Volume(VolumeMount {
+        spec: spec.to_string(),
+        name: name.to_string(),
+        guest,
+        flags: opts.flags,
+        policy: opts.policy,
+        provision: opts.provision,
+    }))
+}
+
+/// Parses `-v HOST:GUEST[:OPTS]` (a bind mount) or `-v NAME:GUEST[:OPTS]`
+/// (a named volume: a source not starting with `/` or `.`).
 pub fn parse_volume(spec: &str) -> Result<MountSpec, SpecError> {
     let (src, dst, opts) = split_src_dst(spec, "HOST:GUEST[:ro,noexec,nosuid,nodev]")?;
     if !is_host_path(src) {
-        return Err(err(spec, format!("{src:?} is a volume name; named volumes are not available yet (use a path starting with / or .)")));
+        let opts = parse_options(spec, Kind::Volume, opts)?;
+        return volume_spec(spec, src, check_guest(spec, dst)?, opts);
     }
     let opts = parse_options(spec, Kind::Bind, opts)?;
     Ok(MountSpec::Bind {
@@ -371,7 +483,7 @@ pub fn parse_disk(spec: &str) -> Result<MountSpec, SpecError> {
     })
 }
 
-/// Parses the long form `--mount type=bind|tmpfs|disk,src=…,dst=…,…`.
+/// Parses the long form `--mount type=bind|volume|tmpfs|disk,src=…,dst=…,…`.
 pub fn parse_mount(spec: &str) -> Result<MountSpec, SpecError> {
     let mut kind = None;
     let mut src = None;
@@ -391,23 +503,31 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, SpecError> {
         Some("bind") => Kind::Bind,
         Some("tmpfs") => Kind::Tmpfs,
         Some("disk") => Kind::Disk,
-        Some("volume") => {
-            return Err(err(
-                spec,
-                "type=volume: named volumes are not available yet",
-            ))
-        }
+        Some("volume") => Kind::Volume,
         Some(other) => {
             return Err(err(
                 spec,
-                format!("unknown type {other:?} (bind, tmpfs or disk)"),
+                format!("unknown type {other:?} (bind, volume, tmpfs or disk)"),
             ))
         }
-        None => return Err(err(spec, "missing type=bind|tmpfs|disk")),
+        None => return Err(err(spec, "missing type=bind|volume|tmpfs|disk")),
     };
     let opts = parse_options(spec, kind, &rest.join(","))?;
     let guest = check_guest(spec, dst)?;
     Ok(match kind {
+        Kind::Volume => {
+            let name = src.ok_or_else(|| err(spec, "missing src=VOLUME_NAME"))?;
+            if is_host_path(name) {
+                return Err(err(
+                    spec,
+                    format!(
+                        "type=volume takes a volume name in src=, not the path {name:?} \
+                         (use type=bind)"
+                    ),
+                ));
+            }
+            volume_spec(spec, name, guest, opts)?
+        }
         Kind::Bind => MountSpec::Bind {
             host: check_host(spec, need_src()?, true)?,
             guest,

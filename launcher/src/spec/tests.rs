@@ -61,10 +61,7 @@ fn bind_mounts_parse_and_check_the_host_path() {
         .unwrap_err()
         .reason
         .contains("unknown option \"rw0\""));
-    assert!(parse_volume("cache:/x")
-        .unwrap_err()
-        .reason
-        .contains("volume name"));
+    assert!(matches!(parse_volume("cache:/x"), Ok(MountSpec::Volume(_))));
     assert!(parse_volume(&dir).is_err());
 }
 
@@ -201,4 +198,117 @@ fn bind_mounts_take_daemon_policies() {
     let e = parse_volume(&format!("{dir}:/d:stat-virt=loose")).unwrap_err();
     assert!(e.reason.contains("loose"), "{e}");
     assert!(parse_volume(&format!("{dir}:/d:host-perms")).is_err());
+}
+
+#[test]
+fn a_source_without_slash_or_dot_is_a_named_volume() {
+    let m = parse_volume("cache:/data:ro,nosuid,stat-virt=relaxed").unwrap();
+    let MountSpec::Volume(v) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!((v.name.as_str(), v.guest.as_str()), ("cache", "/data"));
+    assert!(v.flags.ro && v.flags.nosuid);
+    assert_eq!(v.policy.stat_virt, Some(StatVirt::Relaxed));
+    assert_eq!(v.provision, volumes::Provision::default(), "mode existing");
+    assert_eq!(v.spec, "cache:/data:ro,nosuid,stat-virt=relaxed");
+    // Names break the rules: the message says how to write a path.
+    let e = parse_volume("ca$he:/x").unwrap_err();
+    assert!(
+        e.reason.contains("not a volume name") && e.reason.contains("starts with /"),
+        "{e}"
+    );
+    assert!(parse_volume("cache:rel")
+        .unwrap_err()
+        .reason
+        .contains("absolute"));
+    // The short form takes the provisioning options too.
+    let MountSpec::Volume(v) = parse_volume("c:/x:mode=ensure-exists,quota=5").unwrap() else {
+        panic!()
+    };
+    assert_eq!(v.provision.quota_mib, Some(5));
+    assert!(parse_volume("cache:/x:bogus")
+        .unwrap_err()
+        .reason
+        .contains("volume mount"));
+}
+
+#[test]
+fn long_form_volume_mounts_take_mode_kind_size_and_quota() {
+    let m =
+        parse_mount("type=volume,src=pg,dst=/var/lib/pg,mode=ensure-exists,kind=disk,size=1G,ro")
+            .unwrap();
+    let MountSpec::Volume(v) = m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(v.name, "pg");
+    assert_eq!(v.guest, "/var/lib/pg");
+    assert!(v.flags.ro);
+    assert_eq!(
+        v.provision,
+        volumes::Provision {
+            mode: volumes::Mode::EnsureExists,
+            kind: Some(volumes::VolumeKind::Disk),
+            size_mib: Some(1024),
+            quota_mib: None,
+        }
+    );
+    let q = parse_mount("type=volume,src=c,dst=/c,mode=create,quota=64").unwrap();
+    let MountSpec::Volume(v) = q else { panic!() };
+    assert_eq!(v.provision.mode, volumes::Mode::Create);
+    assert_eq!(v.provision.quota_mib, Some(64));
+    for (spec, needle) in [
+        ("type=volume,dst=/c", "src=VOLUME_NAME"),
+        ("type=volume,src=./dir,dst=/c", "type=bind"),
+        ("type=volume,src=/abs,dst=/c", "type=bind"),
+        (
+            "type=volume,src=c,dst=/c,mode=sometimes",
+            "existing, create or ensure-exists",
+        ),
+        ("type=volume,src=c,dst=/c,kind=nfs", "dir or disk"),
+        ("type=volume,src=c,dst=/c,size=1.5G", "size"),
+        ("type=volume,src=c,dst=/c,quota", "MiB"),
+        ("type=volume,src=c,dst=/c,size=1500k", "whole number of MiB"),
+        ("type=volume,src=c,dst=/c,format=raw", "unknown option"),
+        ("type=volume,src=a/b,dst=/c", "not a volume name"),
+    ] {
+        let e = parse_mount(spec).unwrap_err();
+        assert!(e.reason.contains(needle), "{spec}: {e}");
+        assert_eq!(e.spec, spec);
+    }
+    // Options of other kinds stay theirs.
+    assert!(parse_mount("type=tmpfs,dst=/t,mode=create").is_err());
+    assert!(parse_mount("type=tmpfs,dst=/t,quota=5").is_err());
+}
+
+#[test]
+fn mib_sizes() {
+    assert_eq!(parse_mib("64"), Ok(64));
+    assert_eq!(parse_mib("2G"), Ok(2048));
+    assert_eq!(parse_mib("512M"), Ok(512));
+    assert!(parse_mib("1500k").unwrap_err().contains("whole"));
+    assert!(parse_mib("99999999999").unwrap_err().contains("too large"));
+    assert!(parse_mib("x").is_err());
+}
+
+#[test]
+fn volume_quota_reaches_the_daemon_flags() {
+    let policy = SharePolicy {
+        stat_virt: Some(StatVirt::Off),
+        quota: Some(ShareQuota {
+            mib: 64,
+            file: "/home/u/.microsandbox/volumes/.quota/c".into(),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        policy.daemon_args(),
+        [
+            "--stat-virtualization",
+            "off",
+            "--quota-mib",
+            "64",
+            "--quota-file",
+            "/home/u/.microsandbox/volumes/.quota/c"
+        ]
+    );
 }
