@@ -214,6 +214,26 @@ impl Sandbox {
     pub fn msb(&self) -> Msb {
         Msb::new(self)
     }
+
+    /// Starts `msb run -v <sandbox>/data:/data -- sh -c 'echo started;
+    /// sleep 1000'` and waits (up to 2 min) until the guest command runs,
+    /// so a test can disturb a live run. Panics if it never starts.
+    pub fn start_long_run(&self) -> RunningMsb {
+        let data = self.mkdir("data");
+        let mut running = self
+            .msb()
+            .arg("-v")
+            .arg(format!("{}:/data", data.display()))
+            .sh("echo started; sleep 1000")
+            .spawn();
+        if !running.wait_for_stdout("started", Duration::from_secs(120)) {
+            panic!(
+                "the guest command never started\n{}",
+                running.wait().describe()
+            );
+        }
+        running
+    }
 }
 
 impl Drop for Sandbox {

@@ -15,19 +15,7 @@ const EXIT_LAUNCHER: i32 = 125;
 /// line contains `victim`, and checks the outcome.
 fn kill_child_mid_run(label: &str, victim: &str, message: &str) {
     let sb = Sandbox::new(label);
-    let data = sb.mkdir("data");
-    let mut running = sb
-        .msb()
-        .arg("-v")
-        .arg(format!("{}:/data", data.display()))
-        .sh("echo started; sleep 1000")
-        .spawn();
-    if !running.wait_for_stdout("started", Duration::from_secs(120)) {
-        panic!(
-            "the guest command never started\n{}",
-            running.wait().describe()
-        );
-    }
+    let running = sb.start_long_run();
     let target = running
         .children_seen()
         .into_iter()

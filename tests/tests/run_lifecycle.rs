@@ -44,19 +44,8 @@ fn sigterm_mid_run_cleans_up_everything() {
 
 fn signal_mid_run_cleans_up(label: &str, signal: i32, want: i32) {
     let sb = Sandbox::new(label);
-    let data = sb.mkdir("data");
-    let mut running = sb
-        .msb()
-        .arg("-v")
-        .arg(format!("{}:/data", data.display()))
-        .sh("echo started; sleep 1000")
-        .spawn();
-    let started = running.wait_for_stdout("started", Duration::from_secs(120));
+    let running = sb.start_long_run();
     let seen = running.children_seen();
-    if !started {
-        let out = running.wait();
-        panic!("the guest command never started\n{}", out.describe());
-    }
     let run_dir_entries: Vec<PathBuf> = fs::read_dir(sb.run_dir())
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
