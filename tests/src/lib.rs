@@ -1,7 +1,9 @@
 //! Shared pieces of the integration tests: a vhost-user frontend that drives
 //! the daemon without a VM, and helpers to boot real guests under QEMU.
 pub mod daemon_proc;
+pub mod host_tools;
 pub mod msb_proc;
+pub mod procs;
 pub mod qemu;
 pub mod vhost_driver;
 pub mod vm_turn;

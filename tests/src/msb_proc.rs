@@ -250,116 +250,6 @@ impl Drop for Sandbox {
     }
 }
 
-/// What is known about a process from /proc.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcInfo {
-    /// Process id.
-    pub pid: i32,
-    /// Parent process id.
-    pub ppid: i32,
-    /// Start time (clock ticks since boot), to tell reused pids apart.
-    pub start: u64,
-    /// One-letter state (`R`, `S`, `Z`, …).
-    pub state: char,
-    /// Command line, arguments joined by spaces (the name when empty).
-    pub cmdline: String,
-}
-
-impl std::fmt::Display for ProcInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "pid {} (ppid {}, state {}): {}",
-            self.pid, self.ppid, self.state, self.cmdline
-        )
-    }
-}
-
-/// Reads /proc/PID/stat and cmdline; `None` when the process is gone.
-pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces.
-    let close = stat.rfind(')')?;
-    let name = stat.get(stat.find('(')? + 1..close)?.to_string();
-    let fields: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
-    let state = fields.first()?.chars().next()?;
-    let ppid = fields.get(1)?.parse().ok()?;
-    let start = fields.get(19)?.parse().ok()?;
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmdline = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    Some(ProcInfo {
-        pid,
-        ppid,
-        start,
-        state,
-        cmdline: if cmdline.is_empty() {
-            format!("[{name}]")
-        } else {
-            cmdline
-        },
-    })
-}
-
-/// Every process on the system, by pid.
-pub fn all_processes() -> BTreeMap<i32, ProcInfo> {
-    let mut out = BTreeMap::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
-                if let Some(info) = proc_info(pid) {
-                    out.insert(pid, info);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Live (not zombie) processes other than this one whose command line
-/// mentions `path`.
-pub fn processes_mentioning(path: &Path) -> Vec<ProcInfo> {
-    let needle = path.to_string_lossy().into_owned();
-    let me = std::process::id() as i32;
-    all_processes()
-        .into_values()
-        .filter(|p| p.pid != me && p.state != 'Z' && p.cmdline.contains(&needle))
-        .collect()
-}
-
-/// The descendants of `root` in `procs` (not `root` itself).
-fn descendants(procs: &BTreeMap<i32, ProcInfo>, root: i32) -> Vec<ProcInfo> {
-    procs
-        .values()
-        .filter(|p| {
-            let mut cur = p.ppid;
-            for _ in 0..64 {
-                if cur == root {
-                    return true;
-                }
-                match procs.get(&cur) {
-                    Some(parent) if cur > 1 => cur = parent.ppid,
-                    _ => return false,
-                }
-            }
-            false
-        })
-        .cloned()
-        .collect()
-}
-
-fn kill_pid(pid: i32) {
-    if pid > 1 {
-        // SAFETY: kill(2) takes no pointers; the pid was just read from /proc
-        // and belongs to a process started for this test.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-}
-
 /// Per-run deadline: `$MSB_TEST_DEADLINE_SECS` or 180 s.
 fn default_deadline() -> Duration {
     let secs = std::env::var("MSB_TEST_DEADLINE_SECS")
@@ -529,24 +419,11 @@ impl Msb {
     }
 }
 
-/// Polls /proc until `stop`, recording every descendant of `root` by pid.
-fn watch_descendants(root: i32, stop: &AtomicBool, seen: &Mutex<BTreeMap<i32, ProcInfo>>) {
-    while !stop.load(Ordering::Relaxed) {
-        let procs = all_processes();
-        if !procs.contains_key(&root) {
-            return;
-        }
-        let found = descendants(&procs, root);
-        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-        for p in found {
-            seen.entry(p.pid).or_insert(p);
-        }
-        drop(seen);
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 use crate::vm_turn::VmTurn as Turn;
+
+pub use crate::host_tools::{debugfs_cat, host_tool, make_ext4_image, qemu_img_convert, tail};
+pub use crate::procs::{all_processes, proc_info, processes_mentioning, ProcInfo};
+use crate::procs::{kill_pid, watch_descendants};
 
 /// A running `msb`. Dropping it without [`wait`](Self::wait) kills its
 /// process group and everything it started.
@@ -863,78 +740,4 @@ impl MsbOutcome {
             .find_map(|l| l.strip_prefix(&prefix))
             .map(str::to_string)
     }
-}
-
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Runs a host tool (mkfs.ext4, qemu-img, debugfs…) and returns its stdout;
-/// panics with its output when it fails or cannot start (the message names
-/// the Debian package scripts/setup.sh installs).
-#[track_caller]
-pub fn host_tool(program: &str, args: &[&OsStr]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (install it with scripts/setup.sh)"));
-    assert!(
-        out.status.success(),
-        "{program} {:?} failed ({}):\n{}{}",
-        args,
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Creates a `size_mib` MiB raw image at `path` holding an empty ext4.
-#[track_caller]
-pub fn make_ext4_image(path: &Path, size_mib: u64) {
-    let f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    f.set_len(size_mib << 20).expect("size the image");
-    drop(f);
-    host_tool(
-        "mkfs.ext4",
-        &[
-            OsStr::new("-q"),
-            OsStr::new("-F"),
-            OsStr::new("-L"),
-            OsStr::new("msbtest"),
-            path.as_os_str(),
-        ],
-    );
-}
-
-/// The content of `file` (absolute, inside the filesystem) in the raw ext4
-/// image `image`, read on the host with `debugfs -R 'cat FILE'`.
-#[track_caller]
-pub fn debugfs_cat(image: &Path, file: &str) -> String {
-    host_tool(
-        "debugfs",
-        &[
-            OsStr::new("-R"),
-            OsStr::new(&format!("cat {file}")),
-            image.as_os_str(),
-        ],
-    )
-}
-
-/// Converts a disk image with `qemu-img convert -O <format>`.
-#[track_caller]
-pub fn qemu_img_convert(src: &Path, format: &str, dst: &Path) {
-    host_tool(
-        "qemu-img",
-        &[
-            OsStr::new("convert"),
-            OsStr::new("-O"),
-            OsStr::new(format),
-            src.as_os_str(),
-            dst.as_os_str(),
-        ],
-    );
 }
