@@ -464,7 +464,7 @@ fn compare_with_native(test: &str, daemon_args: &[&str], check: Option<MountChec
             };
             match exception_reason(name, fuse_case.map(|c| c.status)) {
                 Some(why) => excepted.push(format!("{name} ({what}); excepted: {why}")),
-                None => regressions.push(format!("{name}: {what}")),
+                None => regressions.push((name.clone(), format!("{name}: {what}"))),
             }
         } else if native_case.status != Status::Ok && fuse_ok {
             only_fuse.push(name.clone());
@@ -497,11 +497,27 @@ fn compare_with_native(test: &str, daemon_args: &[&str], check: Option<MountChec
         regressions.len(),
         excepted.len()
     ));
+    // A few cases race a child process (open::etxtbsy execs a copy of
+    // sleep and opens it at once): under CPU load they can lose that race
+    // through any FUSE mount. Each regression gets two more runs, alone, on
+    // a fresh mount; only one that fails all of them counts. Retries that
+    // pass are reported, so flakiness stays visible.
     if !regressions.is_empty() {
+        let names: Vec<&str> = regressions.iter().map(|(n, _)| n.as_str()).collect();
+        let passed = retry_cases(&pjdfstest, &config, &scratch, &daemon, daemon_args, &names);
+        regressions.retain(|(n, _)| !passed.contains(n));
+        for n in &passed {
+            report(&format!(
+                "pjdfstest: {n} failed once through the daemon, passed when run again alone"
+            ));
+        }
+    }
+    if !regressions.is_empty() {
+        let lines: Vec<&str> = regressions.iter().map(|(_, l)| l.as_str()).collect();
         problems.push(format!(
             "{} cases pass natively but not through virtiofsd-msb:\n  {}",
             regressions.len(),
-            regressions.join("\n  ")
+            lines.join("\n  ")
         ));
     }
     if !problems.is_empty() {
@@ -510,6 +526,83 @@ fn compare_with_native(test: &str, daemon_args: &[&str], check: Option<MountChec
             problems.join("\n")
         );
     }
+}
+
+/// Runs `names` twice more through a fresh daemon mount (pjdfstest filters
+/// by substring; only the exact names are read back); returns those that
+/// passed in a retry.
+fn retry_cases(
+    pjdfstest: &Path,
+    config: &Path,
+    scratch: &Scratch,
+    daemon: &Path,
+    daemon_args: &[&str],
+    names: &[&str],
+) -> Vec<String> {
+    let mut passed = Vec::new();
+    for attempt in 1..=2 {
+        let pending: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !passed.iter().any(|p: &String| p == n))
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let dir = scratch.mkdir(&format!("retry{attempt}"));
+        let backing = scratch.mkdir(&format!("retry{attempt}-backing"));
+        let mnt = scratch.mkdir(&format!("retry{attempt}-mnt"));
+        let mount = FuseMount::start_with_args(
+            daemon,
+            &backing,
+            &mnt,
+            &dir.join("daemon.log"),
+            daemon_args,
+        );
+        let mut cmd = Command::new(pjdfstest);
+        cmd.arg("-c")
+            .arg(config)
+            .arg("-p")
+            .arg(mount.path())
+            .args(&pending);
+        cmd.env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "0")
+            .current_dir(&dir);
+        let finished = common::run_with_deadline(cmd, &dir, "retry", Duration::from_secs(120));
+        let run = parse_output(&finished.stdout);
+        drop(mount);
+        for n in pending {
+            if run.cases.get(n).is_some_and(|c| c.status == Status::Ok) {
+                passed.push(n.to_string());
+            }
+        }
+    }
+    passed
+}
+
+/// The retry path finds cases by name and reads their results back (a
+/// name that matched nothing would silently never pass a retry).
+#[test]
+fn retry_reruns_the_named_cases() {
+    if !common::preflight("retry_reruns_the_named_cases") {
+        return;
+    }
+    let pjdfstest = common::find_tool("pjdfstest");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("pjdfstest.toml");
+    let scratch = Scratch::new("msb-pjdfstest-retry-");
+    let names = ["open::etxtbsy", "truncate::etxtbsy"];
+    let passed = retry_cases(
+        &pjdfstest,
+        &config,
+        &scratch,
+        &common::daemon_bin(),
+        &[],
+        &names,
+    );
+    assert_eq!(
+        passed, names,
+        "both cases pass through the daemon when run alone"
+    );
 }
 
 #[test]
