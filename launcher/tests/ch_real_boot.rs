@@ -16,7 +16,7 @@ use launcher::vmm::ch_events::{ch_exit, watch_events, ChLifecycle, Flow};
 use launcher::vmm::{
     check_plan, detect, spawn, Accel, Disk, DiskFormat, FsShare, VmPlan, VmmExit, VmmKind,
 };
-use vmm_boot::{guest, initramfs_with, plan, skip, test_script, Capture, Daemon, Guest};
+use vmm_boot::{guest, initramfs_with, plan, share_and_disk, skip, test_script, Capture, Guest};
 
 /// A KVM boot takes about a second; this only bounds a hang.
 const BOOT_LIMIT: Duration = Duration::from_secs(60);
@@ -125,19 +125,10 @@ fn ch_boots_the_test_guest_with_a_share_and_powers_off() {
     let test = "ch_boots_the_test_guest_with_a_share_and_powers_off";
     let Some(g) = prerequisites(test) else { return };
     let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir(&share).unwrap();
-    std::fs::write(share.join("hello.txt"), "from-host\n").unwrap();
-    let daemon = match Daemon::start(
-        &share,
-        &dir.path().join("fs.sock"),
-        &dir.path().join("daemon.log"),
-    ) {
-        Ok(d) => d,
+    let (daemon, disk) = match share_and_disk(dir.path()) {
+        Ok(found) => found,
         Err(why) => return skip(test, &why),
     };
-    let disk = dir.path().join("disk.raw");
-    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let script = "cat /mnt/hello.txt > /dev/hvc0\necho hvc0-ok > /dev/hvc0\necho ttyS0-ok > /dev/ttyS0\n\
                   for b in /sys/block/vd*; do echo \"disk ${b##*/} serial=$(cat $b/serial) ro=$(cat $b/ro)\"; done\n";
     let initrd = dir.path().join("initrd.img");

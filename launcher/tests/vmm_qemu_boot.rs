@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use launcher::vmm::qemu::qemu_exit;
 use launcher::vmm::{detect, spawn, Accel, Disk, DiskFormat, FsShare, VmPlan, VmmExit, VmmKind};
-use vmm_boot::{guest, initramfs_with, plan, skip, test_script, Capture, CpioFile, Daemon, Guest};
+use vmm_boot::{
+    guest, initramfs_with, plan, share_and_disk, skip, test_script, Capture, CpioFile, Guest,
+};
 
 /// Generous bound for one TCG boot on a loaded 2-core machine.
 const BOOT_LIMIT: Duration = Duration::from_secs(180);
@@ -84,19 +86,10 @@ fn qemu_boots_with_a_share_a_readonly_disk_and_both_ports() {
     let test = "qemu_boots_with_a_share_a_readonly_disk_and_both_ports";
     let Some(g) = prerequisites(test) else { return };
     let dir = tempfile::tempdir().unwrap();
-    let share = dir.path().join("share");
-    std::fs::create_dir(&share).unwrap();
-    std::fs::write(share.join("hello.txt"), "from-host\n").unwrap();
-    let daemon = match Daemon::start(
-        &share,
-        &dir.path().join("fs.sock"),
-        &dir.path().join("daemon.log"),
-    ) {
-        Ok(d) => d,
+    let (daemon, disk) = match share_and_disk(dir.path()) {
+        Ok(found) => found,
         Err(why) => return skip(test, &why),
     };
-    let disk = dir.path().join("disk.raw");
-    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let script = r#"
 port() { for p in /sys/class/virtio-ports/*; do [ "$(cat "$p/name")" = "$1" ] && echo "/dev/${p##*/}"; done; }
 out=$(port msb.stdout); err=$(port msb.stderr)
@@ -156,7 +149,7 @@ echo written-by-guest > /mnt/from-guest.txt
         "stderr-line\nfrom-host\n"
     );
     assert_eq!(
-        std::fs::read_to_string(share.join("from-guest.txt")).unwrap(),
+        std::fs::read_to_string(dir.path().join("share/from-guest.txt")).unwrap(),
         "written-by-guest\n"
     );
 }

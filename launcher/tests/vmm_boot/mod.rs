@@ -287,6 +287,18 @@ impl Drop for Daemon {
     }
 }
 
+/// In `dir`: a `share/` holding `hello.txt` ("from-host\n") served by a
+/// daemon on `fs.sock`, and a 1 MiB `disk.raw`; the daemon and the disk path.
+pub fn share_and_disk(dir: &Path) -> Result<(Daemon, PathBuf), String> {
+    let share = dir.join("share");
+    std::fs::create_dir(&share).map_err(|e| e.to_string())?;
+    std::fs::write(share.join("hello.txt"), "from-host\n").map_err(|e| e.to_string())?;
+    let daemon = Daemon::start(&share, &dir.join("fs.sock"), &dir.join("daemon.log"))?;
+    let disk = dir.join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).map_err(|e| e.to_string())?;
+    Ok((daemon, disk))
+}
+
 /// Prints why a test is skipped. Written to the process's stderr directly
 /// (not `eprintln!`, which the test harness captures), so it shows in a
 /// plain `cargo test` run.
