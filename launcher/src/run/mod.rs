@@ -419,12 +419,19 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     pumps.into_iter().for_each(Pump::finish);
     let result = match ended {
         Ended::Vmm(status) => {
-            let console = tail_lines(&plan.console_log, 15);
+            // Read the console once: the panic banner may sit well above
+            // the lines the message shows.
+            let console = tail_lines(&plan.console_log, 200);
             let how = match events.map(|w| w.join().unwrap_or_default()) {
                 Some(life) => ch_events::ch_exit(status, &life),
-                None => vmm::qemu::qemu_exit(status, &tail_lines(&plan.console_log, 200)),
+                None => vmm::qemu::qemu_exit(status, &console),
             };
-            guest_result(&control.join(STATUS_FILE), how, &console, start)
+            guest_result(
+                &control.join(STATUS_FILE),
+                how,
+                &last_lines(&console, 15),
+                start,
+            )
         }
         Ended::Timeout(t) => Err(RunError {
             code: exit::TIMEOUT,
@@ -605,6 +612,11 @@ fn tail_lines(path: &Path, n: usize) -> String {
     let text = std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
+    last_lines(&text, n)
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
