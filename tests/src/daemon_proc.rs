@@ -260,14 +260,19 @@ impl Daemon {
         })
     }
 
-    /// Like [`Daemon::connect`] with a chosen driver configuration.
+    /// Like [`Daemon::connect`] with a chosen driver configuration (with
+    /// `early_init` set, the handshake has sent `FUSE_INIT` already).
     pub fn connect_with(&self, config: DriverConfig) -> Result<FsDriver, String> {
+        let init_sent = config.early_init.is_some();
         let fs = FsDriver::connect_with(&self.socket, config).map_err(|e| {
             format!(
                 "connecting to the daemon: {e}\ndaemon log:\n{}",
                 self.log_tail(4000)
             )
         })?;
+        if init_sent {
+            return Ok(fs);
+        }
         fs.init()
             .map_err(|e| format!("FUSE_INIT: {e}\ndaemon log:\n{}", self.log_tail(4000)))?;
         Ok(fs)

@@ -48,6 +48,7 @@ use vhost::vhost_user::{
 };
 use vhost::{VhostBackend, VringConfigData};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{ByteValued, GuestAddress};
 
 use memory::SharedMemory;
@@ -156,6 +157,28 @@ pub struct DriverConfig {
     pub timeout: Duration,
     /// uid, gid and pid put in every request header.
     pub creds: (u32, u32, u32),
+    /// Acknowledge REPLY_ACK when offered, so every vhost-user message is
+    /// answered before the next one goes out. QEMU does not wait like that
+    /// for SET_VRING_ENABLE: turn this off to behave as it does.
+    pub reply_ack: bool,
+    /// Negotiate VIRTIO_RING_F_EVENT_IDX when offered (kicks and calls are
+    /// then suppressed as the other side asks, as Linux guests do).
+    pub event_idx: bool,
+    /// Send a `FUSE_INIT` on the first request queue during the handshake,
+    /// the way a guest does right after DRIVER_OK; its reply is waited for
+    /// at the end of [`FsDriver::connect_with`] (a lost kick is then a
+    /// [`DriverError::Timeout`]). Do not call `init()` again afterwards.
+    pub early_init: Option<EarlyKick>,
+}
+
+/// When the handshake's early `FUSE_INIT` is kicked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarlyKick {
+    /// Right after SET_VRING_ENABLE is sent (not waiting for the daemon to
+    /// process it unless REPLY_ACK is on).
+    AfterEnable,
+    /// After SET_VRING_KICK, before SET_VRING_ENABLE.
+    BeforeEnable,
 }
 
 impl Default for DriverConfig {
@@ -168,6 +191,9 @@ impl Default for DriverConfig {
             arena_bytes: 4 << 20,
             timeout: Duration::from_secs(30),
             creds,
+            reply_ack: true,
+            event_idx: false,
+            early_init: None,
         }
     }
 }
@@ -278,14 +304,26 @@ impl FsDriver {
                 "daemon features {offered:#x} lack VERSION_1 or PROTOCOL_FEATURES"
             )));
         }
-        let acked = version_1 | proto_bit;
+        let event_idx_bit = 1u64 << VIRTIO_RING_F_EVENT_IDX;
+        let mut acked = version_1 | proto_bit;
+        if config.event_idx {
+            if offered & event_idx_bit == 0 {
+                return Err(DriverError::Setup(format!(
+                    "daemon features {offered:#x} lack EVENT_IDX"
+                )));
+            }
+            acked |= event_idx_bit;
+        }
         fe.set_features(acked).map_err(vhost_err("SET_FEATURES"))?;
 
         let offered_protocol = fe
             .get_protocol_features()
             .map_err(vhost_err("GET_PROTOCOL_FEATURES"))?;
-        let acked_protocol = offered_protocol
-            & (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK);
+        let mut wanted = VhostUserProtocolFeatures::MQ;
+        if config.reply_ack {
+            wanted |= VhostUserProtocolFeatures::REPLY_ACK;
+        }
+        let acked_protocol = offered_protocol & wanted;
         fe.set_protocol_features(acked_protocol)
             .map_err(vhost_err("SET_PROTOCOL_FEATURES"))?;
         if acked_protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
@@ -320,8 +358,12 @@ impl FsDriver {
             .map_err(vhost_err("SET_MEM_TABLE"))?;
 
         let mut queues = Vec::with_capacity(total);
+        let mut early = None;
+        let unique = AtomicU64::new(1);
         for (i, layout) in layouts.into_iter().enumerate() {
-            let q = SplitQueue::new(i, layout, memory.mem())?;
+            let mut q = SplitQueue::new(i, layout, memory.mem())?;
+            q.set_event_idx(config.event_idx);
+            let early_here = config.early_init.filter(|_| i == FIRST_REQUEST_QUEUE);
             let vmm = |a| memory.vmm_addr(a).map_err(DriverError::Io);
             let addrs = VringConfigData {
                 queue_max_size: layout.size,
@@ -343,16 +385,38 @@ impl FsDriver {
                 .map_err(|e| DriverError::Vhost(format!("{}: {e}", what("SET_VRING_CALL"))))?;
             fe.set_vring_kick(i, q.kick_fd())
                 .map_err(|e| DriverError::Vhost(format!("{}: {e}", what("SET_VRING_KICK"))))?;
+            let mut send_early = |q: &mut SplitQueue| -> Result<()> {
+                let chain = early_init_chain(&config, &unique);
+                early = Some((chain.0, q.start(memory.mem(), &[chain.1])?));
+                Ok(())
+            };
+            if early_here == Some(EarlyKick::BeforeEnable) {
+                send_early(&mut q)?;
+            }
             fe.set_vring_enable(i, true)
                 .map_err(|e| DriverError::Vhost(format!("{}: {e}", what("SET_VRING_ENABLE"))))?;
+            if early_here == Some(EarlyKick::AfterEnable) {
+                send_early(&mut q)?;
+            }
             queues.push(Mutex::new(q));
+        }
+        if let Some((unique, in_flight)) = early {
+            let q = queues[FIRST_REQUEST_QUEUE]
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner());
+            let done = q.finish(memory.mem(), in_flight, config.timeout)?;
+            let cap = EARLY_INIT_REPLY + OUT_HEADER_LEN;
+            let reply = parse_reply(&done[0], Some(unique), cap)?;
+            if reply.error != 0 {
+                return Err(DriverError::Errno(-reply.error));
+            }
         }
 
         Ok(FsDriver {
             frontend: Mutex::new(fe),
             memory,
             queues,
-            unique: AtomicU64::new(1),
+            unique,
             config,
             negotiated: Negotiated {
                 offered_features: offered,
@@ -432,20 +496,10 @@ impl FsDriver {
     /// Builds header + body with a fresh unique; returns (unique, bytes).
     pub fn encode(&self, opcode: u32, nodeid: u64, body: &[u8]) -> (u64, Vec<u8>) {
         let unique = self.next_unique();
-        let (uid, gid, pid) = self.config.creds;
-        let header = InHeader {
-            len: (IN_HEADER_LEN + body.len()) as u32,
-            opcode,
+        (
             unique,
-            nodeid,
-            uid,
-            gid,
-            pid,
-            padding: 0,
-        };
-        let mut bytes = header.as_slice().to_vec();
-        bytes.extend_from_slice(body);
-        (unique, bytes)
+            encode_request(self.config.creds, unique, opcode, nodeid, body),
+        )
     }
 
     /// Sends descriptor chains on `queue` as one batch (one kick) and returns
@@ -533,6 +587,58 @@ impl FsDriver {
         }
         Ok(())
     }
+}
+
+/// A request header (with `creds` as uid, gid, pid) followed by `body`.
+fn encode_request(
+    creds: (u32, u32, u32),
+    unique: u64,
+    opcode: u32,
+    nodeid: u64,
+    body: &[u8],
+) -> Vec<u8> {
+    let (uid, gid, pid) = creds;
+    let header = InHeader {
+        len: (IN_HEADER_LEN + body.len()) as u32,
+        opcode,
+        unique,
+        nodeid,
+        uid,
+        gid,
+        pid,
+        padding: 0,
+    };
+    let mut bytes = header.as_slice().to_vec();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Room for the early `FUSE_INIT` reply body (an `InitOut`).
+const EARLY_INIT_REPLY: usize = 256;
+
+/// The handshake's `FUSE_INIT` (7.36, no flags) as one chain; returns its
+/// unique too.
+fn early_init_chain(config: &DriverConfig, unique: &AtomicU64) -> (u64, Vec<Segment>) {
+    use fuse_backend_rs::abi::fuse_abi::{InitIn, Opcode};
+    let body = InitIn {
+        major: 7,
+        minor: 36,
+        max_readahead: 128 * 1024,
+        flags: 0,
+    };
+    let unique_id = unique.fetch_add(1, Ordering::Relaxed);
+    let bytes = encode_request(
+        config.creds,
+        unique_id,
+        Opcode::Init as u32,
+        0,
+        body.as_slice(),
+    );
+    let chain = vec![
+        Segment::Readable(bytes),
+        Segment::Writable((EARLY_INIT_REPLY + OUT_HEADER_LEN) as u32),
+    ];
+    (unique_id, chain)
 }
 
 /// Checks the framing of one reply and splits it.

@@ -20,6 +20,7 @@ use crate::protocol::ExtraRequests;
 
 pub mod fusedev;
 pub mod vhost_user;
+pub mod vring;
 
 /// The filesystems a transport can serve.
 pub trait ServedFs:

@@ -16,7 +16,7 @@ use fuse_backend_rs::abi::fuse_abi::OutHeader;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::Listener;
-use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueT};
@@ -27,6 +27,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::protocol::{error_header, Dispatcher, Outcome, PendingLock, OUT_HEADER_LEN};
+use crate::transport::vring::KickSafeVring;
 use crate::transport::{DeferredReply, LockWaiters, ServedFs, ThreadPool};
 
 /// Most request queues offered to the frontend (plus the hiprio queue).
@@ -40,7 +41,7 @@ pub const CONFIG_SPACE_LEN: usize = 40;
 
 type Mem = GuestMemoryMmap<()>;
 type AtomicMem = GuestMemoryAtomic<Mem>;
-type Vring = VringRwLock<AtomicMem>;
+type Vring = KickSafeVring<AtomicMem>;
 type Chain = DescriptorChain<Arc<Mem>>;
 
 /// Why the vhost-user transport stopped with an error.
