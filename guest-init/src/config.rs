@@ -17,6 +17,13 @@ pub const CONTROL_MOUNT: &str = "/run/msb";
 pub const CONFIG_FILE: &str = "config.json";
 /// Status file name on the control share.
 pub const STATUS_FILE: &str = "status.json";
+/// Empty file msb-init creates on the control share once it has mounted the
+/// share and read a valid config: the launcher's boot deadline ends there.
+pub const BOOTED_FILE: &str = "booted";
+/// Line msb-init prints on the console as soon as it starts (after the
+/// `msb-init: ` prefix), so the launcher can tell a kernel that never reached
+/// init from an init that could not mount the control share.
+pub const STARTED_MESSAGE: &str = "started";
 /// Where the root share is mounted when the command runs in a `--rootfs`.
 pub const NEW_ROOT: &str = "/newroot";
 

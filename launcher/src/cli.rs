@@ -145,6 +145,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
 
+    /// Give up (exit 125, VM stopped) when the guest has not come up
+    /// (msb-init running with its control share mounted) within this many
+    /// seconds, e.g. `--boot-timeout 120` on a slow host.
+    #[arg(long, value_name = "SECS", env = "MSB_BOOT_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub boot_timeout: u64,
+
     /// Log level of msb itself (RUST_LOG overrides).
     #[arg(long, value_enum, default_value = "warn")]
     pub log_level: LogLevel,

@@ -23,8 +23,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::config::{
-    GuestConfig, GuestStatus, GuestTimings, InitStage, StatusReport, CONFIG_FILE, CONTROL_MOUNT,
-    CONTROL_TAG, NEW_ROOT, STATUS_FILE,
+    GuestConfig, GuestStatus, GuestTimings, InitStage, StatusReport, BOOTED_FILE, CONFIG_FILE,
+    CONTROL_MOUNT, CONTROL_TAG, NEW_ROOT, STARTED_MESSAGE, STATUS_FILE,
 };
 
 /// Writes a line to the kernel console (what the launcher logs on failure).
@@ -76,6 +76,7 @@ fn uptime_ms() -> u64 {
 
 fn setup_and_run(timings: &mut GuestTimings) -> Result<GuestStatus, GuestStatus> {
     mounts::mount_system("").map_err(|m| failed(InitStage::Setup, m))?;
+    console(STARTED_MESSAGE);
     modules::load_all(Path::new("/"), Path::new(modules::MODULE_LIST))
         .map_err(|m| failed(InitStage::Setup, m))?;
     sys::mkdir_all(CONTROL_MOUNT)
@@ -87,6 +88,11 @@ fn setup_and_run(timings: &mut GuestTimings) -> Result<GuestStatus, GuestStatus>
         )
     })?;
     let config = read_config()?;
+    // Tells the launcher the guest is up (its boot deadline ends here).
+    let booted = format!("{CONTROL_MOUNT}/{BOOTED_FILE}");
+    if let Err(e) = std::fs::File::create(&booted) {
+        console(&format!("cannot write {booted}: {e}"));
+    }
 
     let root = match &config.rootfs_tag {
         Some(tag) => {

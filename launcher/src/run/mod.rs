@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guest_init::config::{
-    GuestConfig, GuestMount, GuestStatus, InitStage, StatusReport, CONFIG_FILE, CONFIG_VERSION,
-    CONTROL_TAG, STATUS_FILE,
+    GuestConfig, GuestMount, GuestStatus, InitStage, StatusReport, BOOTED_FILE, CONFIG_FILE,
+    CONFIG_VERSION, CONTROL_TAG, STARTED_MESSAGE, STATUS_FILE,
 };
 
 use crate::assets::Assets;
@@ -409,9 +409,15 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     session.vmm = Some(vmm_child);
     phase(start, "vmm-started");
 
+    let boot = BootWatch {
+        booted: control.join(BOOTED_FILE),
+        console: plan.console_log.clone(),
+        deadline: Duration::from_secs(args.boot_timeout),
+    };
     let ended = supervise(
         &mut session,
         args.timeout.map(Duration::from_secs),
+        &boot,
         &must_stop,
     );
     phase(start, "vmm-exited");
@@ -441,6 +447,10 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
             code: exit::SIGNAL_BASE + sig,
             message: format!("interrupted by signal {sig}; VM stopped"),
         }),
+        Ended::BootStalled(why) => Err(RunError::launcher(format!(
+            "{why}; VM stopped. Last console lines:\n{}",
+            tail_lines(&plan.console_log, 15)
+        ))),
         Ended::DaemonDied(name, log) => Err(RunError::launcher(format!(
             "{name} exited unexpectedly; VM stopped. Its last log lines:\n{}",
             tail_lines(&log, 10)
@@ -508,18 +518,62 @@ fn start_vmm(
 /// The thread following cloud-hypervisor's events.
 type EventWatch = std::thread::JoinHandle<ChLifecycle>;
 
+/// How to tell that the guest came up, and how long to wait for it.
+struct BootWatch {
+    /// Created by msb-init on the control share once it is mounted.
+    booted: PathBuf,
+    /// The guest console, where msb-init says it started.
+    console: PathBuf,
+    deadline: Duration,
+}
+
+impl BootWatch {
+    /// Which boot step did not happen, for the message of a stalled boot.
+    fn missing_step(&self) -> String {
+        let secs = self.deadline.as_secs();
+        let started = format!("msb-init: {STARTED_MESSAGE}");
+        let console = std::fs::read(&self.console).unwrap_or_default();
+        if console.is_empty() {
+            format!(
+                "the VM did not start within {secs}s (--boot-timeout): no console output at \
+                 all (the VMM may be waiting on a vhost-user daemon that does not answer)"
+            )
+        } else if String::from_utf8_lossy(&console).contains(&started) {
+            format!(
+                "the guest did not come up within {secs}s (--boot-timeout): msb-init started \
+                 but did not mount the control share {CONTROL_TAG:?} (its virtio-fs daemon \
+                 never answered)"
+            )
+        } else {
+            format!(
+                "the guest did not come up within {secs}s (--boot-timeout): the guest kernel \
+                 never started msb-init"
+            )
+        }
+    }
+}
+
 /// Why supervision stopped.
 enum Ended {
     Vmm(ExitStatus),
     Timeout(Duration),
+    /// The guest did not come up in time: which step is missing.
+    BootStalled(String),
     Signal(i32),
     DaemonDied(String, PathBuf),
 }
 
 /// Waits for the VMM to exit, stopping it on timeout, a signal, or a dead
 /// daemon.
-fn supervise(session: &mut Session, timeout: Option<Duration>, must_stop: &AtomicBool) -> Ended {
+fn supervise(
+    session: &mut Session,
+    timeout: Option<Duration>,
+    boot: &BootWatch,
+    must_stop: &AtomicBool,
+) -> Ended {
     let deadline = timeout.map(|t| (Instant::now() + t, t));
+    let boot_deadline = Instant::now() + boot.deadline;
+    let mut booted = false;
     let Some(vmm) = session.vmm.as_mut() else {
         return Ended::Signal(libc::SIGTERM);
     };
@@ -534,10 +588,13 @@ fn supervise(session: &mut Session, timeout: Option<Duration>, must_stop: &Atomi
                     .unwrap_or_else(|| ExitStatus::from_raw(0)),
             );
         }
+        booted = booted || boot.booted.exists();
         let reason = if let Some(sig) = signals::received() {
             Some(Ended::Signal(sig))
         } else if let Some((_, t)) = deadline.filter(|(at, _)| Instant::now() >= *at) {
             Some(Ended::Timeout(t))
+        } else if !booted && Instant::now() >= boot_deadline {
+            Some(Ended::BootStalled(boot.missing_step()))
         } else {
             session.daemons.iter_mut().find_map(|d| {
                 matches!(d.try_wait(), Ok(Some(_)))
