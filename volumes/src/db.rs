@@ -54,6 +54,25 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX leases_by_volume ON leases(volume);
     "#,
+    // v2: sandboxes that stay up (the launcher's `sandbox` module). `spec` is
+    // the JSON of what `msb create` was given (mount texts in the CLI's
+    // grammar, image, cpus, memory, env, workdir); the supervisor process
+    // (pid + /proc start time, like leases) owns a running sandbox, so a
+    // row whose supervisor is gone reads as crashed.
+    r#"
+    CREATE TABLE sandboxes (
+        name             TEXT PRIMARY KEY NOT NULL,
+        spec             TEXT NOT NULL,
+        image            TEXT,
+        created_at       INTEGER NOT NULL,
+        state            TEXT NOT NULL
+                         CHECK (state IN ('starting', 'running', 'stopping', 'stopped', 'crashed')),
+        supervisor_pid   INTEGER,
+        supervisor_start INTEGER,
+        started_at       INTEGER,
+        message          TEXT
+    ) STRICT;
+    "#,
 ];
 
 /// Maps a SQLite error to [`Error::Db`] naming `path`.
