@@ -56,6 +56,28 @@ pub struct GuestConfig {
     pub mounts: Vec<GuestMount>,
     /// Where the command's stdout and stderr go.
     pub stdio: StdioChannels,
+    /// Sandbox mode: instead of running `command` (which is then empty),
+    /// serve the agent protocol ([`crate::protocol`]) on this channel until
+    /// the host asks for a shutdown.
+    #[serde(default)]
+    pub agent: Option<AgentChannel>,
+}
+
+/// Where the agent talks to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AgentChannel {
+    /// A named virtio-serial port (QEMU `virtserialport,name=…` on a unix
+    /// socket chardev).
+    Port {
+        /// The port name.
+        name: String,
+    },
+    /// A vsock port the agent listens on (cloud-hypervisor's hybrid vsock).
+    Vsock {
+        /// The port number.
+        port: u32,
+    },
 }
 
 /// Mount flags shared by every mount kind.
@@ -226,8 +248,11 @@ impl GuestConfig {
                 self.version
             ));
         }
-        if self.command.is_empty() || self.command[0].is_empty() {
-            return Err("command is empty".into());
+        let no_command = self.command.is_empty() || self.command[0].is_empty();
+        match (&self.agent, no_command) {
+            (None, true) => return Err("command is empty".into()),
+            (Some(_), false) => return Err("a sandbox (agent) config has no command".into()),
+            _ => {}
         }
         for m in &self.mounts {
             let t = m.target();
@@ -288,6 +313,7 @@ mod tests {
                     path: "/dev/ttyS0".into(),
                 },
             },
+            agent: None,
         }
     }
 

@@ -7,4 +7,5 @@
 //! - [`init`]: what `msb-init` does as PID 1 (Linux only).
 
 pub mod config;
+pub mod protocol;
 pub mod init;

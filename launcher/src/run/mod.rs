@@ -390,6 +390,7 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         rootfs_tag: layout.rootfs_tag,
         mounts: layout.guest_mounts,
         stdio: vmm::guest_stdio(kind),
+        agent: None,
     };
     let config_path = control.join(CONFIG_FILE);
     let text = serde_json::to_string_pretty(&config)
