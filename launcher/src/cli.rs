@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
 
 /// Run commands in micro-VMs with host directories, named volumes, tmpfs and
 /// disks mounted.
@@ -25,7 +26,8 @@ pub enum Command {
 }
 
 /// The VMM that runs the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum VmmChoice {
     /// cloud-hypervisor (needs a usable /dev/kvm).
     CloudHypervisor,
@@ -63,10 +65,11 @@ Exit status: the command's own exit code; 128+N when a signal N killed it;
   125 msb or the VM failed; 126 the command could not be run;
   127 the command was not found; 130/143 msb got SIGINT/SIGTERM.";
 
-/// Options of `msb run`.
-#[derive(Debug, Args)]
-#[command(after_help = RUN_AFTER_HELP)]
-pub struct RunArgs {
+/// What a VM is made of and how it starts: shared by `msb run` and
+/// `msb create`, and stored as a sandbox's spec.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineArgs {
     /// VMM to use [default: cloud-hypervisor when installed and /dev/kvm is
     /// usable, else QEMU with KVM when usable, else QEMU with TCG].
     #[arg(long, value_enum)]
@@ -140,17 +143,47 @@ pub struct RunArgs {
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,
 
-    /// Stop the VM after this many seconds (exit status 124), e.g.
-    /// `--timeout 30`.
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<u64>,
-
     /// Give up (exit 125, VM stopped) when the guest has not come up
     /// (msb-init running with its control share mounted) within this many
     /// seconds, e.g. `--boot-timeout 120` on a slow host.
     #[arg(long, value_name = "SECS", env = "MSB_BOOT_TIMEOUT", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub boot_timeout: u64,
+}
+
+impl Default for MachineArgs {
+    /// The same defaults as the command line's.
+    fn default() -> Self {
+        MachineArgs {
+            vmm: None,
+            cpus: 1,
+            memory: "512M".into(),
+            kernel: None,
+            initramfs: None,
+            rootfs: None,
+            volumes: Vec::new(),
+            tmpfs: Vec::new(),
+            disks: Vec::new(),
+            mounts: Vec::new(),
+            env: Vec::new(),
+            workdir: None,
+            boot_timeout: 60,
+        }
+    }
+}
+
+/// Options of `msb run`.
+#[derive(Debug, Args)]
+#[command(after_help = RUN_AFTER_HELP)]
+pub struct RunArgs {
+    /// The VM: VMM, size, kernel, mounts, environment.
+    #[command(flatten)]
+    pub machine: MachineArgs,
+
+    /// Stop the VM after this many seconds (exit status 124), e.g.
+    /// `--timeout 30`.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
 
     /// Log level of msb itself (RUST_LOG overrides).
     #[arg(long, value_enum, default_value = "warn")]

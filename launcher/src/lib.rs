@@ -13,6 +13,7 @@
 pub mod assets;
 pub mod cli;
 pub mod exit;
+pub mod machine;
 pub mod process;
 pub mod run;
 pub mod spec;

@@ -2,6 +2,7 @@ use clap::Parser;
 
 use super::*;
 use crate::cli::{Cli, Command as Sub};
+use crate::machine::{memory_mib, resolve_env};
 
 fn run_args(argv: &[&str]) -> RunArgs {
     let mut full = vec!["msb", "run"];
@@ -26,7 +27,7 @@ fn mounts_are_ordered_parents_first_whatever_the_flag() {
         "--",
         "true",
     ]);
-    let order: Vec<String> = parse_mounts(&a)
+    let order: Vec<String> = parse_mounts(&a.machine)
         .unwrap()
         .iter()
         .map(|m| m.guest().to_string())
@@ -37,11 +38,11 @@ fn mounts_are_ordered_parents_first_whatever_the_flag() {
 #[test]
 fn bad_specs_are_usage_errors_naming_the_mount() {
     let a = run_args(&["--tmpfs", "/t:size=1M", "--tmpfs", "/t", "--", "true"]);
-    let e = parse_mounts(&a).unwrap_err();
+    let e = parse_mounts(&a.machine).unwrap_err();
     assert_eq!(e.code, exit::USAGE);
     assert!(e.message.contains("\"/t\""), "{}", e.message);
     let a = run_args(&["--tmpfs", "/t:stat-virt=strict", "--", "true"]);
-    assert_eq!(parse_mounts(&a).unwrap_err().code, exit::USAGE);
+    assert_eq!(parse_mounts(&a.machine).unwrap_err().code, exit::USAGE);
 }
 
 #[test]

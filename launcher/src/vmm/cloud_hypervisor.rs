@@ -103,9 +103,21 @@ pub fn ch_argv(plan: &VmPlan) -> Vec<OsString> {
         rest.push_str(&disk.serial);
         flag("--disk", kv("path=", &disk.path, &rest));
     }
+    if let Some(socket) = &plan.agent_socket {
+        // Hybrid vsock: the host side is a unix socket CH listens on; the
+        // supervisor connects and sends `CONNECT <port>`.
+        flag(
+            "--vsock",
+            kv(&format!("cid={AGENT_GUEST_CID},socket="), socket, ""),
+        );
+    }
     a.push("--pvpanic".into());
     a
 }
+
+/// Guest CID of the agent's vsock device (any value above 2 works; each VM
+/// has its own device).
+pub const AGENT_GUEST_CID: u32 = 3;
 
 /// `<before><path><after>` as an OsString, keeping non-UTF-8 path bytes.
 fn kv(before: &str, path: &Path, after: &str) -> OsString {
@@ -218,5 +230,19 @@ mod tests {
         ] {
             assert!(!ch_value_ok(bad), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn agent_channel_is_a_hybrid_vsock() {
+        let mut plan = crate::vmm::test_plans::minimal_plan();
+        plan.agent_socket = Some("/run/x/agent.sock".into());
+        let argv = strings(ch_argv(&plan));
+        let tail: Vec<&str> = argv[argv.len() - 3..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            ["--vsock", "cid=3,socket=/run/x/agent.sock", "--pvpanic"]
+        );
+        plan.agent_socket = None;
+        assert!(!strings(ch_argv(&plan)).iter().any(|a| a == "--vsock"));
     }
 }

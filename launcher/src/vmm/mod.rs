@@ -107,6 +107,9 @@ pub struct VmPlan {
     pub stderr_fifo: PathBuf,
     /// File receiving the kernel console (for diagnostics).
     pub console_log: PathBuf,
+    /// Unix socket of the agent channel (a sandbox's guest agent), which
+    /// the VMM creates and listens on; `None` for `msb run`.
+    pub agent_socket: Option<PathBuf>,
     /// Working directory for VMM control files (API socket, event monitor).
     pub run_dir: PathBuf,
     /// QEMU acceleration.

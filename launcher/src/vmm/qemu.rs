@@ -27,6 +27,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::process::ExitStatus;
 
+use guest_init::protocol::AGENT_PORT;
+
 use super::{kernel_cmdline, Accel, DiskFormat, VmPlan, VmmExit};
 
 /// Kernel parameters the QEMU backend adds to `plan.cmdline`.
@@ -113,6 +115,22 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<OsString> {
             .opts(&[("", b"file"), ("id", id.as_bytes())], fifo);
         a.flag("-device").flag(&format!(
             "virtserialport,bus=vser.0,chardev={id},name={name}"
+        ));
+    }
+    if let Some(socket) = &plan.agent_socket {
+        // QEMU listens; the supervisor connects once QEMU is up. No wait:
+        // the guest boots while nobody is connected yet.
+        a.flag("-chardev").opts(
+            &[
+                ("", b"socket"),
+                ("id", b"agent"),
+                ("server", b"on"),
+                ("wait", b"off"),
+            ],
+            socket,
+        );
+        a.flag("-device").flag(&format!(
+            "virtserialport,bus=vser.0,chardev=agent,name={AGENT_PORT}"
         ));
     }
     a.0
@@ -368,5 +386,26 @@ mod tests {
             .position(|a| a.as_bytes().starts_with(b"file,id=console"))
             .expect("console chardev");
         assert_eq!(argv[i].as_bytes(), b"file,id=console,path=/r/\xff,,log");
+    }
+
+    #[test]
+    fn agent_channel_is_a_listening_socket_port() {
+        let mut plan = minimal_plan();
+        plan.agent_socket = Some("/run/x/a,gent.sock".into());
+        let argv = strings(qemu_argv(&plan));
+        let tail: Vec<&str> = argv[argv.len() - 4..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "-chardev",
+                "socket,id=agent,server=on,wait=off,path=/run/x/a,,gent.sock",
+                "-device",
+                "virtserialport,bus=vser.0,chardev=agent,name=msb.agent",
+            ]
+        );
+        plan.agent_socket = None;
+        assert!(!strings(qemu_argv(&plan))
+            .iter()
+            .any(|a| a.contains("agent")));
     }
 }

@@ -17,6 +17,7 @@ pub(crate) fn minimal_plan() -> VmPlan {
         stdout_fifo: "/run/x/stdout.fifo".into(),
         stderr_fifo: "/run/x/stderr.fifo".into(),
         console_log: "/run/x/console.log".into(),
+        agent_socket: None,
         run_dir: "/run/x".into(),
         accel: Accel::Tcg,
     }

@@ -162,6 +162,7 @@ pub fn plan(dir: &Path, guest: &Guest, initramfs: &Path, cmdline: &str, accel: A
         stdout_fifo: dir.join("stdout.fifo"),
         stderr_fifo: dir.join("stderr.fifo"),
         console_log: dir.join("console.log"),
+        agent_socket: None,
         run_dir: dir.to_path_buf(),
         accel,
     }
