@@ -61,6 +61,10 @@ for spec in "${tools[@]}"; do
   fi
 done
 
+# Reference daemon for scripts/bench-daemon and scripts/bench-guest-io:
+# virtiofsd 1.14.0 under target/bench/ (skipped when already there).
+"$here/lib/virtiofsd-ref.sh" >/dev/null
+
 # Guest kernel (Debian's cloud kernel) into target/guest/.
 "$here/fetch-kernel.sh"
 
