@@ -128,13 +128,34 @@ impl Daemon {
 
     /// Starts the daemon as `opts` says and waits for its socket.
     pub fn start_with(opts: DaemonOptions) -> io::Result<Daemon> {
-        let bin = daemon_binary()?;
+        Daemon::launch(&daemon_binary()?, opts, None)
+    }
+
+    /// Starts `bin`, a daemon taking virtiofsd's `--socket-path` and
+    /// `--shared-dir` (virtiofsd itself, to compare with), serving the
+    /// existing directory `shared`, which is left alone when the daemon is
+    /// dropped; socket and log go to a temporary root as usual.
+    pub fn start_serving(bin: &Path, shared: &Path, args: Vec<String>) -> io::Result<Daemon> {
+        let opts = DaemonOptions {
+            args,
+            prepare: None,
+        };
+        Daemon::launch(bin, opts, Some(shared))
+    }
+
+    fn launch(bin: &Path, opts: DaemonOptions, shared: Option<&Path>) -> io::Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix("msb-vhost-test-")
             .tempdir()?;
         let root = dir.path().to_path_buf();
-        let shared = root.join("share");
-        fs::create_dir(&shared)?;
+        let shared = match shared {
+            Some(s) => s.to_path_buf(),
+            None => {
+                let s = root.join("share");
+                fs::create_dir(&s)?;
+                s
+            }
+        };
         if let Some(prepare) = opts.prepare {
             prepare(&root)?;
         }
@@ -142,7 +163,7 @@ impl Daemon {
         let log = root.join("daemon.log");
         let out = File::create(&log)?;
         let err = out.try_clone()?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.arg("--socket-path")
             .arg(&socket)
             .arg("--shared-dir")
@@ -204,7 +225,10 @@ impl Daemon {
     /// The temporary root holding the share, socket and log; tests may put
     /// things outside the share here.
     pub fn root(&self) -> &Path {
-        self.shared.parent().unwrap_or(&self.shared)
+        match &self.dir {
+            Some(dir) => dir.path(),
+            None => self.shared.parent().unwrap_or(&self.shared),
+        }
     }
 
     /// The daemon's process id.

@@ -18,7 +18,9 @@
 //! - [`FsDriver::send`] / [`FsDriver::send_on`] / [`FsDriver::send_batch`]:
 //!   any opcode with any body, reply checked and split into header and body;
 //! - [`FsDriver::send_raw`] and [`FsDriver::send_chains`]: arbitrary bytes
-//!   and arbitrary descriptor chains, nothing checked, for hostile tests.
+//!   and arbitrary descriptor chains, nothing checked, for hostile tests;
+//! - [`FsDriver::window`]: many requests in flight on one queue, each slot
+//!   refilled as its reply comes back (benchmarks).
 //!
 //! ```no_run
 //! use msb_tests::vhost_driver::{FsDriver, FuseClient, ROOT_ID};
@@ -32,6 +34,7 @@
 pub mod memory;
 mod ops;
 pub mod virtq;
+pub mod window;
 
 use std::fmt;
 use std::io;
@@ -52,7 +55,7 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use vm_memory::{ByteValued, GuestAddress};
 
 use memory::SharedMemory;
-pub use ops::{DirEntry, DirEntryPlus, FuseClient, QueueClient};
+pub use ops::{parse_direntplus, DirEntry, DirEntryPlus, FuseClient, QueueClient};
 pub use virtq::{Completion, Segment};
 use virtq::{QueueLayout, SplitQueue};
 
@@ -502,6 +505,21 @@ impl FsDriver {
         )
     }
 
+    /// A request header with a fresh unique for a body of `body_len` bytes
+    /// (for senders that place the body themselves); returns (unique, bytes).
+    pub fn encode_header(
+        &self,
+        opcode: u32,
+        nodeid: u64,
+        body_len: usize,
+    ) -> (u64, [u8; IN_HEADER_LEN]) {
+        let unique = self.next_unique();
+        let header = request_header(self.config.creds, unique, opcode, nodeid, body_len);
+        let mut bytes = [0u8; IN_HEADER_LEN];
+        bytes.copy_from_slice(header.as_slice());
+        (unique, bytes)
+    }
+
     /// Sends descriptor chains on `queue` as one batch (one kick) and returns
     /// what the daemon wrote, nothing checked.
     pub fn send_chains(&self, queue: usize, chains: &[Vec<Segment>]) -> Result<Vec<Completion>> {
@@ -597,9 +615,23 @@ fn encode_request(
     nodeid: u64,
     body: &[u8],
 ) -> Vec<u8> {
+    let header = request_header(creds, unique, opcode, nodeid, body.len());
+    let mut bytes = header.as_slice().to_vec();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// The header of a request with a `body_len`-byte body.
+fn request_header(
+    creds: (u32, u32, u32),
+    unique: u64,
+    opcode: u32,
+    nodeid: u64,
+    body_len: usize,
+) -> InHeader {
     let (uid, gid, pid) = creds;
-    let header = InHeader {
-        len: (IN_HEADER_LEN + body.len()) as u32,
+    InHeader {
+        len: (IN_HEADER_LEN + body_len) as u32,
         opcode,
         unique,
         nodeid,
@@ -607,10 +639,7 @@ fn encode_request(
         gid,
         pid,
         padding: 0,
-    };
-    let mut bytes = header.as_slice().to_vec();
-    bytes.extend_from_slice(body);
-    bytes
+    }
 }
 
 /// Room for the early `FUSE_INIT` reply body (an `InitOut`).

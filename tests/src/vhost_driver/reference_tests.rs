@@ -225,3 +225,94 @@ fn asking_for_more_queues_than_offered_is_a_clear_error() {
     };
     assert!(matches!(err, DriverError::Setup(_)), "{err}");
 }
+
+#[test]
+fn a_window_keeps_requests_in_flight_and_refills_each_slot() {
+    use super::window::wait_any;
+    let (_dir, sock) = start_reference(2);
+    let fs = FsDriver::connect(&sock, 1).unwrap();
+    fs.init().unwrap();
+    const SLOTS: usize = 4;
+    // More chains than the ring has entries, so its indices wrap.
+    let total = 3 * usize::from(fs.config().queue_size) + 5;
+    let mut w = fs.window(1, SLOTS, 256, 256).unwrap();
+    assert_eq!(w.slots(), SLOTS);
+    let mut uniques = [0u64; SLOTS];
+    let lookup = |w: &mut window::Window<'_>, slot: usize, uniques: &mut [u64; SLOTS]| {
+        let name = b"hello\0";
+        let (unique, header) = fs.encode_header(Opcode::Lookup as u32, ROOT_ID, name.len());
+        let mut bytes = header.to_vec();
+        bytes.extend_from_slice(name);
+        w.submit(slot, &bytes, bytes.len() as u32, 256).unwrap();
+        uniques[slot] = unique;
+    };
+    for slot in 0..SLOTS {
+        lookup(&mut w, slot, &mut uniques);
+    }
+    assert!(
+        matches!(w.submit(0, &[0; 8], 8, 0), Err(DriverError::Request(_))),
+        "a slot in flight cannot be submitted again"
+    );
+    w.flush().unwrap();
+    let (mut sent, mut answered) = (SLOTS, 0);
+    while answered < total {
+        let mut back = Vec::new();
+        w.harvest(|slot, len| back.push((slot, len))).unwrap();
+        if back.is_empty() {
+            if !w.arm().unwrap() {
+                wait_any(std::slice::from_ref(&w), Duration::from_secs(5)).unwrap();
+            }
+            continue;
+        }
+        for (slot, len) in back {
+            let mut bytes = vec![0u8; len as usize];
+            w.read_reply(slot, &mut bytes).unwrap();
+            let done = Completion {
+                used_len: len,
+                written: bytes,
+            };
+            let reply = parse_reply(&done, Some(uniques[slot]), 256).unwrap();
+            assert_eq!(reply.error, 0);
+            answered += 1;
+            if sent < total {
+                lookup(&mut w, slot, &mut uniques);
+                sent += 1;
+            }
+        }
+        w.flush().unwrap();
+    }
+    assert_eq!(w.in_flight(), 0);
+    drop(w);
+    assert_eq!(fs.completed(1), total as u64 + 1);
+    // The queue is usable the ordinary way again.
+    assert_eq!(fs.lookup(ROOT_ID, b"hello").unwrap().nodeid, 2);
+}
+
+#[test]
+fn a_window_refuses_what_does_not_fit() {
+    let (_dir, sock) = start_reference(2);
+    let fs = FsDriver::connect(&sock, 1).unwrap();
+    let size = usize::from(fs.config().queue_size);
+    assert!(matches!(
+        fs.window(1, size / 2 + 1, 64, 64),
+        Err(DriverError::Request(_))
+    ));
+    let arena = fs.config().arena_bytes as u32;
+    assert!(matches!(
+        fs.window(1, 2, arena, 64),
+        Err(DriverError::Request(_))
+    ));
+    assert!(matches!(
+        fs.window(7, 1, 64, 64),
+        Err(DriverError::Request(_))
+    ));
+    let w = fs.window(1, 1, 64, 64).unwrap();
+    assert!(matches!(
+        w.fill_request(0, 60, &[0; 8]),
+        Err(DriverError::Request(_))
+    ));
+    assert!(matches!(
+        w.read_reply(1, &mut [0; 4]),
+        Err(DriverError::Request(_))
+    ));
+}

@@ -221,11 +221,7 @@ impl SplitQueue {
     ) -> Result<InFlight, DriverError> {
         let old_avail = self.next_avail;
         let pending = self.post(mem, chains)?;
-        if self.kick_needed(mem, old_avail)? {
-            self.kick.write(1).map_err(|e| {
-                DriverError::Io(std::io::Error::new(e.kind(), format!("kick: {e}")))
-            })?;
-        }
+        self.publish_and_kick(mem, old_avail)?;
         Ok(InFlight {
             pending,
             count: chains.len(),
@@ -282,7 +278,8 @@ impl SplitQueue {
         self.event_idx = on;
     }
 
-    /// Writes descriptors, buffers and avail entries; returns head → chain info.
+    /// Writes descriptors, buffers and avail entries (not yet published);
+    /// returns head → chain info.
     fn post(
         &mut self,
         mem: &GuestMemoryMmap<()>,
@@ -301,12 +298,12 @@ impl SplitQueue {
         let mem_err = |e: vm_memory::GuestMemoryError| DriverError::Memory(e.to_string());
         let mut cursor = self.layout.arena.0;
         let arena_end = self.layout.end().0;
+        let (arena_len, index) = (self.layout.arena_len, self.index);
         let mut alloc = |len: u64| -> Result<GuestAddress, DriverError> {
             let at = align_up(cursor, BUF_ALIGN);
             if at + len > arena_end {
                 return Err(DriverError::Request(format!(
-                    "buffers exceed the {}-byte arena of queue {}",
-                    self.layout.arena_len, self.index
+                    "buffers exceed the {arena_len}-byte arena of queue {index}"
                 )));
             }
             cursor = at + len;
@@ -358,20 +355,113 @@ impl SplitQueue {
                     writable,
                 },
             );
-            let slot = (self.next_avail.0 % self.layout.size) as u64;
-            mem.write_obj(head, self.layout.avail.unchecked_add(4 + 2 * slot))
-                .map_err(mem_err)?;
-            self.next_avail += Wrapping(1);
+            self.push_avail(mem, head)?;
         }
-        // Publish: the Release store orders the descriptor and ring writes
-        // above before the index the device reads.
+        Ok(pending)
+    }
+
+    /// Writes entry `index` of the descriptor table.
+    pub fn write_descriptor(
+        &self,
+        mem: &GuestMemoryMmap<()>,
+        index: u16,
+        desc: Descriptor,
+    ) -> Result<(), DriverError> {
+        if index >= self.layout.size {
+            return Err(DriverError::Request(format!(
+                "descriptor {index} is outside queue {} of size {}",
+                self.index, self.layout.size
+            )));
+        }
+        let at = self.layout.desc.unchecked_add(u64::from(index) * DESC_SIZE);
+        mem.write_obj(desc, at)
+            .map_err(|e| DriverError::Memory(e.to_string()))
+    }
+
+    /// Puts chain `head` on the available ring without publishing it: the
+    /// device sees it after [`SplitQueue::publish_avail`].
+    pub fn push_avail(&mut self, mem: &GuestMemoryMmap<()>, head: u16) -> Result<(), DriverError> {
+        let slot = u64::from(self.next_avail.0 % self.layout.size);
+        mem.write_obj(head, self.layout.avail.unchecked_add(4 + 2 * slot))
+            .map_err(|e| DriverError::Memory(e.to_string()))?;
+        self.next_avail += Wrapping(1);
+        Ok(())
+    }
+
+    /// Publishes every pushed entry: the Release store orders the
+    /// descriptor and ring writes before the index the device reads.
+    fn publish_avail(&mut self, mem: &GuestMemoryMmap<()>) -> Result<(), DriverError> {
         mem.store(
             self.next_avail.0,
             self.layout.avail.unchecked_add(2),
             Ordering::Release,
         )
-        .map_err(mem_err)?;
-        Ok(pending)
+        .map_err(|e| DriverError::Memory(e.to_string()))
+    }
+
+    /// The available index the next pushed chain gets.
+    pub fn next_avail(&self) -> Wrapping<u16> {
+        self.next_avail
+    }
+
+    /// Publishes the chains pushed since the available index was `since`
+    /// and kicks the device if it asked for it (always without EVENT_IDX).
+    pub fn publish_and_kick(
+        &mut self,
+        mem: &GuestMemoryMmap<()>,
+        since: Wrapping<u16>,
+    ) -> Result<(), DriverError> {
+        self.publish_avail(mem)?;
+        if self.kick_needed(mem, since)? {
+            self.kick.write(1).map_err(|e| {
+                DriverError::Io(std::io::Error::new(e.kind(), format!("kick: {e}")))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The next element of the used ring as `(id, len)`, if the device
+    /// returned a chain the driver has not taken yet.
+    pub fn pop_used(
+        &mut self,
+        mem: &GuestMemoryMmap<()>,
+    ) -> Result<Option<(u32, u32)>, DriverError> {
+        let mem_err = |e: vm_memory::GuestMemoryError| DriverError::Memory(e.to_string());
+        let used_idx: u16 = mem
+            .load(self.layout.used.unchecked_add(2), Ordering::Acquire)
+            .map_err(mem_err)?;
+        if self.last_used == Wrapping(used_idx) {
+            return Ok(None);
+        }
+        let slot = u64::from(self.last_used.0 % self.layout.size);
+        let elem = self.layout.used.unchecked_add(4 + USED_ELEM_SIZE * slot);
+        let id: u32 = mem.read_obj(elem).map_err(mem_err)?;
+        let len: u32 = mem.read_obj(elem.unchecked_add(4)).map_err(mem_err)?;
+        self.last_used += Wrapping(1);
+        self.completed += 1;
+        Ok(Some((id, len)))
+    }
+
+    /// Asks to be notified when the next chain is used (the EVENT_IDX
+    /// `used_event`; without EVENT_IDX every use is notified anyway).
+    /// Returns true when a used chain is already waiting, so the caller
+    /// must not sleep.
+    pub fn arm_call(&mut self, mem: &GuestMemoryMmap<()>) -> Result<bool, DriverError> {
+        let mem_err = |e: vm_memory::GuestMemoryError| DriverError::Memory(e.to_string());
+        if self.event_idx {
+            let at = self
+                .layout
+                .avail
+                .unchecked_add(4 + 2 * u64::from(self.layout.size));
+            mem.store(self.last_used.0, at, Ordering::Release)
+                .map_err(mem_err)?;
+            // The device may have used a chain before it saw used_event.
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+        let used_idx: u16 = mem
+            .load(self.layout.used.unchecked_add(2), Ordering::Acquire)
+            .map_err(mem_err)?;
+        Ok(self.last_used != Wrapping(used_idx))
     }
 
     /// Reads used elements until every pending chain is back.
@@ -387,15 +477,7 @@ impl SplitQueue {
         let mut done: Vec<Option<Completion>> = vec![None; count];
         let mut remaining = count;
         while remaining > 0 {
-            let used_idx: u16 = mem
-                .load(self.layout.used.unchecked_add(2), Ordering::Acquire)
-                .map_err(mem_err)?;
-            while self.last_used != Wrapping(used_idx) {
-                let slot = u64::from(self.last_used.0 % self.layout.size);
-                let elem = self.layout.used.unchecked_add(4 + USED_ELEM_SIZE * slot);
-                let id: u32 = mem.read_obj(elem).map_err(mem_err)?;
-                let len: u32 = mem.read_obj(elem.unchecked_add(4)).map_err(mem_err)?;
-                self.last_used += Wrapping(1);
+            while let Some((id, len)) = self.pop_used(mem)? {
                 let Some(p) = u16::try_from(id).ok().and_then(|h| pending.remove(&h)) else {
                     let why = format!("device returned unknown or repeated chain id {id}");
                     self.broken = Some(why.clone());
@@ -417,7 +499,6 @@ impl SplitQueue {
                     used_len: len,
                     written,
                 });
-                self.completed += 1;
                 remaining -= 1;
             }
             if remaining == 0 {

@@ -1,0 +1,253 @@
+//! Medians over rounds and the tables printed at the end: ops/s with
+//! same-round ratios, latency at one request in flight, and the goals.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::args::Args;
+use crate::op::Op;
+use crate::pipeline::Figure;
+use crate::runner::Backend;
+
+/// (operation, request queues, requests in flight per queue, backend);
+/// native figures have depth 0 (they are synchronous).
+type Key = (Op, usize, usize, Backend);
+
+/// Every figure of a run, by round.
+#[derive(Default)]
+pub struct Results {
+    figures: BTreeMap<Key, BTreeMap<usize, Figure>>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `1234567.8` as `1,234,568`.
+fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "–".into();
+    }
+    let digits = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ratio(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.2}")
+    } else {
+        "–".into()
+    }
+}
+
+impl Results {
+    /// Records the figure of `backend` in round `round`.
+    pub fn add(
+        &mut self,
+        backend: Backend,
+        op: Op,
+        queues: usize,
+        depth: usize,
+        round: usize,
+        fig: Figure,
+    ) {
+        let depth = if backend == Backend::Native { 0 } else { depth };
+        self.figures
+            .entry((op, queues, depth, backend))
+            .or_default()
+            .insert(round, fig);
+    }
+
+    fn ops(&self, key: Key) -> f64 {
+        let runs = self.figures.get(&key);
+        median(
+            runs.map(|r| r.values().map(|f| f.ops_per_sec).collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Median over rounds of `a / b`, each measured in the same round.
+    fn ratio(&self, a: Key, b: Key) -> f64 {
+        let (Some(ra), Some(rb)) = (self.figures.get(&a), self.figures.get(&b)) else {
+            return f64::NAN;
+        };
+        median(
+            ra.iter()
+                .filter_map(|(round, fa)| rb.get(round).map(|fb| fa.ops_per_sec / fb.ops_per_sec))
+                .collect(),
+        )
+    }
+
+    fn latency(&self, key: Key, p: f64) -> f64 {
+        let runs = self.figures.get(&key);
+        median(
+            runs.map(|r| r.values().map(|f| f.percentile_us(p)).collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn configs(&self, op: Op) -> Vec<(usize, usize)> {
+        let mut v: Vec<_> = self
+            .figures
+            .keys()
+            .filter(|k| k.0 == op && k.3 == Backend::Ours)
+            .map(|k| (k.1, k.2))
+            .collect();
+        v.dedup();
+        v
+    }
+
+    fn ops_measured(&self) -> Vec<Op> {
+        let mut v: Vec<Op> = self.figures.keys().map(|k| k.0).collect();
+        v.dedup();
+        v
+    }
+
+    /// The ops/s table (markdown).
+    pub fn throughput_table(&self) -> String {
+        let mut s = String::new();
+        s.push_str(
+            "| op | queues | in flight per queue | native | virtiofsd (1 queue) | virtiofsd-msb | ours / virtiofsd | virtiofsd / native | ours / native |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+        );
+        for op in self.ops_measured() {
+            for (q, d) in self.configs(op) {
+                let ours = (op, q, d, Backend::Ours);
+                let theirs = (op, 1, d, Backend::Virtiofsd);
+                let native_q = (op, q, 0, Backend::Native);
+                let native_1 = (op, 1, 0, Backend::Native);
+                let _ = writeln!(
+                    s,
+                    "| {} | {q} | {d} | {} | {} | {} | {} | {} | {} |",
+                    op.label(),
+                    thousands(self.ops(native_q)),
+                    thousands(self.ops(theirs)),
+                    thousands(self.ops(ours)),
+                    ratio(self.ratio(ours, theirs)),
+                    ratio(self.ratio(theirs, native_1)),
+                    ratio(self.ratio(ours, native_q)),
+                );
+            }
+        }
+        s
+    }
+
+    /// Latency at one request in flight on one queue (markdown).
+    pub fn latency_table(&self) -> String {
+        let mut s = String::from(
+            "| op (1 queue, 1 in flight) | native p50 / p99 µs | virtiofsd p50 / p99 µs | virtiofsd-msb p50 / p99 µs |\n\
+             |---|---|---|---|\n",
+        );
+        let pair = |k: Key| {
+            format!(
+                "{:.1} / {:.1}",
+                self.latency(k, 50.0),
+                self.latency(k, 99.0)
+            )
+        };
+        for op in self.ops_measured() {
+            if !self.figures.contains_key(&(op, 1, 1, Backend::Ours)) {
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                op.label(),
+                pair((op, 1, 0, Backend::Native)),
+                pair((op, 1, 1, Backend::Virtiofsd)),
+                pair((op, 1, 1, Backend::Ours)),
+            );
+        }
+        s
+    }
+
+    /// The goals of issue 12, checked on this run's ratios.
+    pub fn goals(&self) -> String {
+        let mut s = String::new();
+        let mut worst: Option<(f64, String)> = None;
+        let mut misses = Vec::new();
+        for op in self.ops_measured() {
+            for (q, d) in self.configs(op).into_iter().filter(|c| c.0 == 1) {
+                let r = self.ratio((op, 1, d, Backend::Ours), (op, 1, d, Backend::Virtiofsd));
+                let what = format!("{} at {d} in flight: {r:.2}", op.label());
+                if r < 1.3 {
+                    misses.push(what.clone());
+                }
+                if worst.as_ref().is_none_or(|w| r < w.0) {
+                    worst = Some((r, what));
+                }
+                let _ = q;
+            }
+        }
+        let _ = writeln!(
+            s,
+            "- 1 queue, every op >= 1.3x virtiofsd: {} (lowest: {})",
+            if misses.is_empty() { "met" } else { "NOT met" },
+            worst.map(|w| w.1).unwrap_or_else(|| "–".into())
+        );
+        for m in &misses {
+            let _ = writeln!(s, "  - below: {m}");
+        }
+        let mut lines = Vec::new();
+        let mut met = true;
+        for op in [Op::Getattr, Op::Lookup, Op::Read4k] {
+            for (q, d) in self.configs(op).into_iter().filter(|c| c.0 == 2) {
+                let r = self.ratio((op, q, d, Backend::Ours), (op, 1, d, Backend::Virtiofsd));
+                met &= r >= 1.8;
+                lines.push(format!("{} at {d} in flight: {r:.2}", op.label()));
+            }
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(
+                s,
+                "- 2 queues, >= 1.8x virtiofsd's 1 queue on getattr, lookup, read 4 KiB: {} ({})",
+                if met { "met" } else { "NOT met" },
+                lines.join("; ")
+            );
+        }
+        s
+    }
+}
+
+/// The whole report: how it was run, the tables, the goals.
+pub fn render(results: &Results, args: &Args) -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Host kernel {}, {cpus} CPUs; medians of {} rounds, {} ms measured per figure after {} ms \
+         warm-up, a fresh daemon per figure; ratios are medians of same-round ratios.\n\
+         virtiofsd flags: `{}`; virtiofsd-msb flags: `{}`.\n",
+        kernel.trim(),
+        args.plan.repeats,
+        args.timing.measure.as_millis(),
+        args.timing.warmup.as_millis(),
+        args.daemons.virtiofsd_args.join(" "),
+        args.daemons.ours_args.join(" "),
+    );
+    s.push_str("Operations per second:\n\n");
+    s.push_str(&results.throughput_table());
+    s.push_str("\nLatency per operation:\n\n");
+    s.push_str(&results.latency_table());
+    s.push_str("\nGoals:\n\n");
+    s.push_str(&results.goals());
+    s
+}
