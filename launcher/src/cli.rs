@@ -23,6 +23,14 @@ pub enum Command {
     /// Manage named volumes: create, ls, inspect, rm, and host-side file
     /// access (fs).
     Volume(crate::volume::args::VolumeArgs),
+    /// Pull an image from a registry into the local image store.
+    Pull(crate::image::args::PullArgs),
+    /// Load images from a docker-archive, oci-archive or OCI layout.
+    Load(crate::image::args::LoadArgs),
+    /// Manage local images: ls, inspect, rm, prune.
+    Image(crate::image::args::ImageArgs),
+    /// Registry credentials: login, logout.
+    Registry(crate::image::args::RegistryArgs),
 }
 
 /// The VMM that runs the guest.

@@ -8,11 +8,14 @@
 //! - [`process`]: supervised child processes;
 //! - [`run`]: starting daemons and the VM, supervising, cleaning up;
 //! - [`volume`]: `msb volume` (named volumes) and the named mounts of a run;
+//! - [`image`]: `msb pull`, `msb load`, `msb image`, `msb registry` (the
+//!   `images` store);
 //! - [`exit`]: the exit statuses.
 
 pub mod assets;
 pub mod cli;
 pub mod exit;
+pub mod image;
 pub mod machine;
 pub mod process;
 pub mod run;

@@ -46,5 +46,21 @@ fn main() {
             init_logging(LogLevel::Warn);
             std::process::exit(launcher::volume::main(&args));
         }
+        Command::Pull(args) => {
+            init_logging(LogLevel::Warn);
+            std::process::exit(launcher::image::pull(&args));
+        }
+        Command::Load(args) => {
+            init_logging(LogLevel::Warn);
+            std::process::exit(launcher::image::load(&args));
+        }
+        Command::Image(args) => {
+            init_logging(LogLevel::Warn);
+            std::process::exit(launcher::image::main(&args));
+        }
+        Command::Registry(args) => {
+            init_logging(LogLevel::Warn);
+            std::process::exit(launcher::image::registry(&args));
+        }
     }
 }

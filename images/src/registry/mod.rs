@@ -3,6 +3,7 @@
 //! ([`auth`]), error mapping, and verified blob downloads with resume.
 
 pub mod auth;
+pub mod login;
 pub mod pull;
 
 use std::sync::Once;

@@ -7,7 +7,7 @@
 
 pub mod args;
 pub mod mounts;
-mod output;
+pub(crate) mod output;
 
 use std::io::{Read, Write};
 
