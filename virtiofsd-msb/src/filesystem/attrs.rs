@@ -33,8 +33,8 @@ fn wanted_owner(attr: &libc::stat64, valid: SetattrValid) -> (u32, u32) {
 
 impl ConfinedFs {
     pub(super) fn do_getattr(&self, inode: u64) -> io::Result<(libc::stat64, Duration)> {
-        let (_, fd) = self.inode(inode)?;
-        Ok((self.guest_stat(fd.as_fd())?, self.timeout))
+        let (data, fd) = self.inode(inode)?;
+        Ok((self.inode_stat(&data, fd.as_fd())?, self.timeout))
     }
 
     /// chmod/chown with stat virtualization: the record changes; the host
@@ -139,7 +139,7 @@ impl ConfinedFs {
                 return Err(errno(libc::EISDIR));
             }
             let size = u64::try_from(attr.st_size).map_err(|_| errno(libc::EINVAL))?;
-            if self.guest_type(fd.as_fd(), data.file_type)? != libc::S_IFREG {
+            if self.inode_type(&data, fd.as_fd())? != libc::S_IFREG {
                 return Err(errno(libc::EINVAL));
             }
             let key = (data.key.dev, data.key.ino);
@@ -188,7 +188,7 @@ impl ConfinedFs {
             ];
             sys::utimens_at(self.proc_fd.dir(), &name, &times)?;
         }
-        Ok((self.guest_stat(fd.as_fd())?, self.timeout))
+        Ok((self.inode_stat(&data, fd.as_fd())?, self.timeout))
     }
 
     pub(super) fn do_readlink(&self, inode: u64) -> io::Result<Vec<u8>> {
@@ -196,9 +196,7 @@ impl ConfinedFs {
         if data.is_symlink() {
             return sys::readlink_fd(fd.as_fd());
         }
-        if data.file_type == libc::S_IFREG
-            && self.guest_type(fd.as_fd(), data.file_type)? == libc::S_IFLNK
-        {
+        if data.file_type == libc::S_IFREG && self.inode_type(&data, fd.as_fd())? == libc::S_IFLNK {
             return self.read_file_backed_link(fd.as_fd());
         }
         Err(errno(libc::EINVAL))
@@ -234,8 +232,8 @@ impl ConfinedFs {
     /// `access(2)` as the guest caller: checks the guest-visible mode bits
     /// against the caller's uid/gid (root gets what root gets).
     pub(super) fn do_access(&self, uid: u32, gid: u32, inode: u64, mask: u32) -> io::Result<()> {
-        let (_, fd) = self.inode(inode)?;
-        let st = self.guest_stat(fd.as_fd())?;
+        let (data, fd) = self.inode(inode)?;
+        let st = self.inode_stat(&data, fd.as_fd())?;
         if mask == libc::F_OK as u32 {
             return Ok(());
         }

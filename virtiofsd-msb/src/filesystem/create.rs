@@ -239,7 +239,8 @@ impl ConfinedFs {
                         Err(e) => return Err(e),
                     };
                     let st = sys::stat_fd(fd.as_fd())?;
-                    self.check_openable(fd.as_fd(), st.st_mode & libc::S_IFMT, false, flags)?;
+                    let host_type = st.st_mode & libc::S_IFMT;
+                    self.check_openable(fd.as_fd(), host_type, false, flags, None)?;
                     file = Some(self.reopen_counted(ctx, fd.as_fd(), flags)?);
                     break;
                 }

@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use fuse_backend_rs::abi::fuse_abi::OpenOptions;
 use fuse_backend_rs::api::filesystem::{Context, ZeroCopyReader, ZeroCopyWriter};
 
+use super::inodes::InodeData;
 use super::sizes;
 use super::sys;
 use super::{CachePolicy, ConfinedFs};
@@ -44,19 +45,26 @@ impl ConfinedFs {
     /// have made them, CVE-2020-35517 class), and host regular files that
     /// carry a guest symlink, device, fifo or socket in their record (the
     /// guest kernel opens those itself; only a misbehaving guest asks).
+    /// `inode` is the fd's table entry when there is one (its cached
+    /// record is then used).
     pub(super) fn check_openable(
         &self,
         fd: BorrowedFd<'_>,
         host_type: u32,
         is_dir: bool,
         flags: i32,
+        inode: Option<&InodeData>,
     ) -> io::Result<()> {
+        let guest_type = || match inode {
+            Some(inode) => self.inode_type(inode, fd),
+            None => self.guest_type(fd, host_type),
+        };
         match (host_type, is_dir) {
             (libc::S_IFDIR, true) => Ok(()),
             (libc::S_IFDIR, false) if flags & libc::O_ACCMODE == libc::O_RDONLY => Ok(()),
             (libc::S_IFDIR, false) => Err(errno(libc::EISDIR)),
             (_, true) => Err(errno(libc::ENOTDIR)),
-            (libc::S_IFREG, false) => match self.guest_type(fd, host_type)? {
+            (libc::S_IFREG, false) => match guest_type()? {
                 libc::S_IFREG => Ok(()),
                 libc::S_IFLNK => Err(errno(libc::ELOOP)),
                 _ => Err(errno(libc::EACCES)),
@@ -104,7 +112,7 @@ impl ConfinedFs {
     ) -> io::Result<(u64, OpenOptions)> {
         let (data, fd) = self.inode(inode)?;
         let mut flags = self.host_open_flags(flags)?;
-        self.check_openable(fd.as_fd(), data.file_type, is_dir, flags)?;
+        self.check_openable(fd.as_fd(), data.file_type, is_dir, flags, Some(&data))?;
         if is_dir {
             flags |= libc::O_DIRECTORY;
         }

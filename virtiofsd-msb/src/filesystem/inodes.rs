@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::file_handle::{FileHandle, FileHandles};
 use super::sys;
+use crate::policy::StatOverride;
 
 /// The guest node id of the share root (FUSE_ROOT_ID).
 pub const ROOT_ID: u64 = 1;
@@ -27,6 +28,18 @@ pub struct InodeKey {
     pub dev: u64,
     /// `st_ino` of the host inode.
     pub ino: u64,
+}
+
+/// The stat-virtualization record of an inode as read at a given ctime
+/// (`None`: the inode had no record). Setting or removing an xattr moves
+/// the inode's ctime, so while the ctime is unchanged the record is too;
+/// see `overlay::settled` for when a read may be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedRecord {
+    /// `(st_ctime, st_ctime_nsec)` the record was read at.
+    pub ctime: (i64, i64),
+    /// The record then.
+    pub record: Option<StatOverride>,
 }
 
 /// One host inode the guest knows about.
@@ -43,9 +56,40 @@ pub struct InodeData {
     fd: Mutex<Option<Arc<OwnedFd>>>,
     /// Kernel lookup count.
     refcount: AtomicU64,
+    /// The record last read, reused while the ctime matches.
+    record: Mutex<Option<CachedRecord>>,
 }
 
 impl InodeData {
+    fn new(
+        id: u64,
+        key: InodeKey,
+        file_type: u32,
+        handle: Option<FileHandle>,
+        fd: OwnedFd,
+    ) -> Self {
+        InodeData {
+            id,
+            key,
+            file_type,
+            handle,
+            fd: Mutex::new(Some(Arc::new(fd))),
+            refcount: AtomicU64::new(1),
+            record: Mutex::new(None),
+        }
+    }
+
+    /// The cached record if it was read at `ctime`.
+    pub fn cached_record(&self, ctime: (i64, i64)) -> Option<Option<StatOverride>> {
+        let cached = *self.record.lock().unwrap_or_else(|e| e.into_inner());
+        cached.filter(|c| c.ctime == ctime).map(|c| c.record)
+    }
+
+    /// Keeps `read` as the inode's record.
+    pub fn cache_record(&self, read: CachedRecord) {
+        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(read);
+    }
+
     /// Whether this inode is a directory.
     pub fn is_dir(&self) -> bool {
         self.file_type == libc::S_IFDIR
@@ -97,14 +141,9 @@ impl InodeStore {
             dev: st.st_dev,
             ino: st.st_ino,
         };
-        let root = Arc::new(InodeData {
-            id: ROOT_ID,
-            key,
-            file_type: st.st_mode & libc::S_IFMT,
-            handle: None,
-            fd: Mutex::new(Some(Arc::new(root_fd))),
-            refcount: AtomicU64::new(2),
-        });
+        let root = InodeData::new(ROOT_ID, key, st.st_mode & libc::S_IFMT, None, root_fd);
+        root.refcount.store(2, Ordering::Relaxed);
+        let root = Arc::new(root);
         let mut by_id = HashMap::new();
         by_id.insert(ROOT_ID, root);
         let mut by_key = HashMap::new();
@@ -173,15 +212,15 @@ impl InodeStore {
     }
 
     /// Registers the result of a successful lookup: `fd` (an `O_PATH` fd to
-    /// the entry) with stat `st`. Returns the node id, with its lookup count
+    /// the entry) with stat `st`. Returns the inode, with its lookup count
     /// raised by one. An already known inode keeps its existing fd.
-    pub fn insert_or_ref(&self, fd: OwnedFd, st: &libc::stat64) -> io::Result<u64> {
+    pub fn insert_or_ref(&self, fd: OwnedFd, st: &libc::stat64) -> io::Result<Arc<InodeData>> {
         let key = InodeKey {
             dev: st.st_dev,
             ino: st.st_ino,
         };
-        if let Some(id) = self.try_ref(key) {
-            return Ok(id);
+        if let Some(inode) = self.try_ref(key) {
+            return Ok(inode);
         }
         let handle = self.handles.as_ref().and_then(|h| h.handle_of(fd.as_fd()));
         self.reserve_slot()?;
@@ -189,35 +228,32 @@ impl InodeStore {
         if let Some(inode) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
             // Another request registered the same inode meanwhile.
             inode.refcount.fetch_add(1, Ordering::AcqRel);
-            let id = inode.id;
+            let inode = inode.clone();
             drop(maps);
             self.release_slot();
-            return Ok(id);
+            return Ok(inode);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        maps.by_id.insert(
+        let inode = Arc::new(InodeData::new(
             id,
-            Arc::new(InodeData {
-                id,
-                key,
-                file_type: st.st_mode & libc::S_IFMT,
-                handle,
-                fd: Mutex::new(Some(Arc::new(fd))),
-                refcount: AtomicU64::new(1),
-            }),
-        );
+            key,
+            st.st_mode & libc::S_IFMT,
+            handle,
+            fd,
+        ));
+        maps.by_id.insert(id, inode.clone());
         maps.by_key.insert(key, id);
         drop(maps);
         self.note_open(id);
-        Ok(id)
+        Ok(inode)
     }
 
-    fn try_ref(&self, key: InodeKey) -> Option<u64> {
+    fn try_ref(&self, key: InodeKey) -> Option<Arc<InodeData>> {
         let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
         let id = *maps.by_key.get(&key)?;
         let inode = maps.by_id.get(&id)?;
         inode.refcount.fetch_add(1, Ordering::AcqRel);
-        Some(id)
+        Some(inode.clone())
     }
 
     /// Drops `count` lookups of node `id`; at zero the inode and its fd go.

@@ -207,9 +207,15 @@ impl ConfinedFs {
     /// nothing is registered).
     fn entry_for_fd(&self, fd: OwnedFd) -> io::Result<Entry> {
         let st = sys::stat_fd(fd.as_fd())?;
-        let attr = self.guest_attr(fd.as_fd(), st)?;
-        let id = self.inodes.insert_or_ref(fd, &st)?;
-        Ok(self.entry(id, attr))
+        let inode = self.inodes.insert_or_ref(fd, &st)?;
+        match self.inode_attr(&inode, st) {
+            Ok(attr) => Ok(self.entry(inode.id, attr)),
+            Err(e) => {
+                // Not handed to the guest: take the lookup back.
+                self.inodes.forget(inode.id, 1);
+                Err(e)
+            }
+        }
     }
 
     fn entry(&self, id: u64, attr: libc::stat64) -> Entry {
@@ -252,5 +258,7 @@ fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cache;
 #[cfg(test)]
 mod tests_policy;

@@ -8,9 +8,11 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::inodes::{CachedRecord, InodeData};
 use super::sys::{self, xattr};
 use super::ConfinedFs;
 use super::FsConfig;
@@ -32,6 +34,30 @@ pub(super) fn log_guest_visible(what: std::fmt::Arguments<'_>) {
     } else {
         tracing::warn!("{what} (further ones are logged at debug level)");
     }
+}
+
+/// How far in the past an inode's ctime must lie for a record read at that
+/// ctime to be reused. Any later change of the record moves the ctime to
+/// the time of that change, which is then at least this much later: more
+/// than the coarsest timestamp granularity of a Linux filesystem holding
+/// `user.*` xattrs (2 s), so the new ctime cannot equal the old one.
+/// Changes within this window of a read are always seen, because such
+/// recent records are read again every time.
+const RECORD_SETTLE: Duration = Duration::from_secs(2);
+
+/// Whether a record read at `now` at inode ctime `ctime` may be reused
+/// while the ctime stays the same.
+pub(super) fn settled(ctime: (i64, i64), now: SystemTime) -> bool {
+    let Ok(now) = now.duration_since(UNIX_EPOCH) else {
+        return false;
+    };
+    let ctime_ns = i128::from(ctime.0) * 1_000_000_000 + i128::from(ctime.1);
+    ctime_ns + (RECORD_SETTLE.as_nanos() as i128) < now.as_nanos() as i128
+}
+
+/// `(st_ctime, st_ctime_nsec)` of `st`.
+fn ctime_of(st: &libc::stat64) -> (i64, i64) {
+    (st.st_ctime, st.st_ctime_nsec)
 }
 
 /// Whether a host inode of this type can hold a record.
@@ -133,6 +159,14 @@ pub(super) fn decide(config: &FsConfig, root: BorrowedFd<'_>) -> io::Result<bool
     }
 }
 
+/// Puts `rec` into `st`; `EIO` (logged) when it does not fit the host inode.
+pub(super) fn apply_record(rec: &StatOverride, st: &mut libc::stat64) -> io::Result<()> {
+    rec.apply(st).map_err(|c| {
+        log_guest_visible(format_args!("{c}"));
+        io::Error::from(c)
+    })
+}
+
 impl ConfinedFs {
     /// The record of the inode behind `fd` (host type `host_type`), if the
     /// overlay is on and one is stored. `EIO` for a corrupt record.
@@ -166,6 +200,63 @@ impl ConfinedFs {
         }
     }
 
+    /// The record of `inode` (host `stat` `st`, taken just before), read
+    /// through the inode's own fd unless the cached read is still valid
+    /// (same ctime). A read is kept only when the ctime has settled.
+    pub(super) fn inode_record(
+        &self,
+        inode: &InodeData,
+        st: &libc::stat64,
+    ) -> io::Result<Option<StatOverride>> {
+        let host_type = st.st_mode & libc::S_IFMT;
+        if !self.overlay || !can_hold_record(host_type) {
+            return Ok(None);
+        }
+        let ctime = ctime_of(st);
+        if let Some(record) = inode.cached_record(ctime) {
+            return Ok(record);
+        }
+        let fd = self.inodes.fd(inode)?;
+        let record = self.read_record(fd.as_fd(), host_type)?;
+        if settled(ctime, SystemTime::now()) {
+            inode.cache_record(CachedRecord { ctime, record });
+        }
+        Ok(record)
+    }
+
+    /// The guest-visible attributes of `inode` whose host `stat` is `st`.
+    pub(super) fn inode_attr(
+        &self,
+        inode: &InodeData,
+        mut st: libc::stat64,
+    ) -> io::Result<libc::stat64> {
+        if let Some(rec) = self.inode_record(inode, &st)? {
+            apply_record(&rec, &mut st)?;
+        }
+        Ok(st)
+    }
+
+    /// `stat` of `inode` (whose fd is `fd`) as the guest sees it.
+    pub(super) fn inode_stat(
+        &self,
+        inode: &InodeData,
+        fd: BorrowedFd<'_>,
+    ) -> io::Result<libc::stat64> {
+        let st = sys::stat_fd(fd)?;
+        self.inode_attr(inode, st)
+    }
+
+    /// The guest-visible file type of `inode` (whose fd is `fd`).
+    pub(super) fn inode_type(&self, inode: &InodeData, fd: BorrowedFd<'_>) -> io::Result<u32> {
+        if !self.overlay || !can_hold_record(inode.file_type) {
+            return Ok(inode.file_type);
+        }
+        let st = sys::stat_fd(fd)?;
+        Ok(self
+            .inode_record(inode, &st)?
+            .map_or(inode.file_type, |r| r.file_type()))
+    }
+
     /// Stores `rec` as the record of the inode behind `fd`.
     pub(super) fn write_record(&self, fd: BorrowedFd<'_>, rec: &StatOverride) -> io::Result<()> {
         self.check_writable()?;
@@ -181,28 +272,6 @@ impl ConfinedFs {
     ) -> io::Result<StatOverride> {
         let rec = self.read_record(fd, st.st_mode & libc::S_IFMT)?;
         Ok(rec.unwrap_or_else(|| StatOverride::from_host(st)))
-    }
-
-    /// The guest-visible attributes of the inode behind `fd`, whose host
-    /// `stat` is `st`.
-    pub(super) fn guest_attr(
-        &self,
-        fd: BorrowedFd<'_>,
-        mut st: libc::stat64,
-    ) -> io::Result<libc::stat64> {
-        if let Some(rec) = self.read_record(fd, st.st_mode & libc::S_IFMT)? {
-            rec.apply(&mut st).map_err(|c| {
-                log_guest_visible(format_args!("{c}"));
-                io::Error::from(c)
-            })?;
-        }
-        Ok(st)
-    }
-
-    /// `stat` of the inode behind `fd` as the guest sees it.
-    pub(super) fn guest_stat(&self, fd: BorrowedFd<'_>) -> io::Result<libc::stat64> {
-        let st = sys::stat_fd(fd)?;
-        self.guest_attr(fd, st)
     }
 
     /// The guest-visible file type of an inode of host type `host_type`.

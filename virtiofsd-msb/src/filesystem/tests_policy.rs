@@ -15,7 +15,7 @@ use super::inodes::ROOT_ID;
 use super::*;
 use crate::policy::stat_override::{StatOverride, XATTR_NAME};
 
-fn c(s: &str) -> CString {
+pub(super) fn c(s: &str) -> CString {
     CString::new(s).unwrap()
 }
 
@@ -26,20 +26,20 @@ fn errno<T>(r: io::Result<T>) -> i32 {
     }
 }
 
-fn fs_with(dir: &Path, f: impl FnOnce(&mut FsConfig)) -> ConfinedFs {
+pub(super) fn fs_with(dir: &Path, f: impl FnOnce(&mut FsConfig)) -> ConfinedFs {
     let mut config = FsConfig::new(dir.to_path_buf(), 64);
     f(&mut config);
     ConfinedFs::new(config).unwrap()
 }
 
-fn ctx(uid: u32, gid: u32) -> Context {
+pub(super) fn ctx(uid: u32, gid: u32) -> Context {
     let mut c = Context::new();
     c.uid = uid;
     c.gid = gid;
     c
 }
 
-fn record_of(path: &Path) -> Option<StatOverride> {
+pub(super) fn record_of(path: &Path) -> Option<StatOverride> {
     let p = c(path.to_str().unwrap());
     let mut buf = [0u8; 64];
     // SAFETY: valid NUL-terminated strings and a writable buffer.
@@ -54,7 +54,7 @@ fn record_of(path: &Path) -> Option<StatOverride> {
     (n >= 0).then(|| StatOverride::decode(&buf[..n as usize]).unwrap())
 }
 
-fn set_raw_record(path: &Path, value: &[u8]) {
+pub(super) fn set_raw_record(path: &Path, value: &[u8]) {
     let p = c(path.to_str().unwrap());
     // SAFETY: valid NUL-terminated strings and a readable value.
     let rc = unsafe {
