@@ -9,8 +9,9 @@ use fuse_backend_rs::api::filesystem::{DirEntry, Entry};
 use super::ConfinedFs;
 use crate::confinement;
 
-/// Size of the buffer one `getdents64` call fills.
-const DIRENT_BUF: usize = 16 * 1024;
+/// Size of the buffer one `getdents64` call fills (one per open directory
+/// handle, kept between requests).
+const DIRENT_BUF: usize = 4096;
 
 /// One entry decoded from a `getdents64` buffer.
 struct RawDirent<'a> {
@@ -20,38 +21,35 @@ struct RawDirent<'a> {
     name: &'a [u8],
 }
 
-/// Decodes `linux_dirent64` records; stops at the first malformed record.
-fn parse_dirents(buf: &[u8]) -> Vec<RawDirent<'_>> {
+/// Decodes the `linux_dirent64` record at the start of `buf`; returns it
+/// and its length, or `None` when `buf` holds no complete record.
+fn parse_dirent(buf: &[u8]) -> Option<(RawDirent<'_>, usize)> {
     const HEADER: usize = 19; // d_ino (8) + d_off (8) + d_reclen (2) + d_type (1)
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + HEADER <= buf.len() {
-        let rec = &buf[pos..];
-        let ino = u64::from_ne_bytes(rec[0..8].try_into().unwrap_or_default());
-        let off = i64::from_ne_bytes(rec[8..16].try_into().unwrap_or_default());
-        let reclen = u16::from_ne_bytes(rec[16..18].try_into().unwrap_or_default()) as usize;
-        if reclen < HEADER || reclen > rec.len() {
-            break;
-        }
-        let name_field = &rec[HEADER..reclen];
-        let name_len = name_field
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(name_field.len());
-        out.push(RawDirent {
-            ino,
-            next_offset: off as u64,
-            kind: rec[18],
-            name: &name_field[..name_len],
-        });
-        pos += reclen;
+    if buf.len() < HEADER {
+        return None;
     }
-    out
+    let ino = u64::from_ne_bytes(buf[0..8].try_into().ok()?);
+    let off = i64::from_ne_bytes(buf[8..16].try_into().ok()?);
+    let reclen = u16::from_ne_bytes(buf[16..18].try_into().ok()?) as usize;
+    if reclen < HEADER || reclen > buf.len() {
+        return None;
+    }
+    let name_field = &buf[HEADER..reclen];
+    let name_len = name_field
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(name_field.len());
+    let d = RawDirent {
+        ino,
+        next_offset: off as u64,
+        kind: buf[18],
+        name: &name_field[..name_len],
+    };
+    Some((d, reclen))
 }
 
-/// Reads the next batch of entries from `fd` starting at `offset`.
-fn read_batch(fd: BorrowedFd<'_>, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-    super::sys::lseek_fd(fd, offset, libc::SEEK_SET as u32)?;
+/// Fills `buf` with the next entries from `fd`'s current position.
+fn read_batch(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is writable for its length; getdents64 writes at most
     // that many bytes of records.
     let n = unsafe {
@@ -85,7 +83,8 @@ fn unlooked_entry(d: &RawDirent<'_>) -> Entry {
 impl ConfinedFs {
     /// Walks directory handle `handle` from `offset`, handing each entry to
     /// `add`, until `add` reports a full reply (returns `Ok(false)`) or the
-    /// directory ends.
+    /// directory ends. Entries read ahead stay in the handle's cursor for a
+    /// request that continues from where this one stops.
     fn walk_dir(
         &self,
         inode: u64,
@@ -94,20 +93,36 @@ impl ConfinedFs {
         mut add: impl FnMut(&RawDirent<'_>) -> io::Result<bool>,
     ) -> io::Result<()> {
         let h = self.handles.get(handle, inode)?;
-        let _cursor = h.lock_cursor();
-        let mut buf = vec![0u8; DIRENT_BUF];
-        let mut offset = offset;
+        let mut guard = h.lock_cursor();
+        let cur = &mut *guard;
+        if cur.offset != Some(offset) {
+            // Not where the last request stopped: start over there.
+            cur.offset = None;
+            super::sys::lseek_fd(h.fd(), offset, libc::SEEK_SET as u32)?;
+            (cur.filled, cur.pos, cur.offset) = (0, 0, Some(offset));
+        }
+        if cur.buf.is_empty() {
+            cur.buf = vec![0u8; DIRENT_BUF];
+        }
         loop {
-            let n = read_batch(h.fd(), offset, &mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            for d in parse_dirents(&buf[..n]) {
-                if !add(&d)? {
+            if cur.pos >= cur.filled {
+                let n = read_batch(h.fd(), &mut cur.buf).inspect_err(|_| cur.offset = None)?;
+                (cur.filled, cur.pos) = (n, 0);
+                if n == 0 {
                     return Ok(());
                 }
-                offset = d.next_offset;
             }
+            let Some((d, reclen)) = parse_dirent(&cur.buf[cur.pos..cur.filled]) else {
+                // Not a complete record: drop the rest of this batch.
+                cur.pos = cur.filled;
+                continue;
+            };
+            if !add(&d)? {
+                return Ok(());
+            }
+            let next = d.next_offset;
+            cur.pos += reclen;
+            cur.offset = Some(next);
         }
     }
 
@@ -214,20 +229,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn malformed_records_stop_the_parse() {
+    fn malformed_records_are_not_parsed() {
         let mut rec = vec![0u8; 24];
         rec[0] = 7; // ino
         rec[8] = 1; // off
         rec[16] = 24; // reclen
         rec[18] = 8; // DT_REG
         rec[19] = b'a';
-        let ents = parse_dirents(&rec);
-        assert_eq!(ents.len(), 1);
-        assert_eq!(ents[0].name, b"a");
-        assert_eq!(ents[0].ino, 7);
+        let (d, len) = parse_dirent(&rec).unwrap();
+        assert_eq!((d.name, d.ino, d.next_offset, len), (&b"a"[..], 7, 1, 24));
         rec[16] = 200; // reclen past the buffer
-        assert!(parse_dirents(&rec).is_empty());
+        assert!(parse_dirent(&rec).is_none());
         rec[16] = 3; // reclen shorter than the header
-        assert!(parse_dirents(&rec).is_empty());
+        assert!(parse_dirent(&rec).is_none());
+        assert!(parse_dirent(&rec[..10]).is_none());
     }
 }

@@ -8,13 +8,32 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+/// Where reading a directory handle stands: host entries the last
+/// `getdents64` returned that no reply has taken yet, and the directory
+/// offset a request must carry to continue with them. A request that
+/// continues where the last one stopped needs no `lseek`, which on ext4
+/// would make the next `getdents64` re-read and re-hash the whole
+/// directory block.
+#[derive(Default)]
+pub struct DirCursor {
+    /// The last `getdents64` output (allocated on first use).
+    pub buf: Vec<u8>,
+    /// Bytes of `buf` filled.
+    pub filled: usize,
+    /// Start of the first record in `buf` not handed out yet.
+    pub pos: usize,
+    /// The offset of the entry at `pos` (the host file position once `buf`
+    /// is used up); `None` when not known.
+    pub offset: Option<u64>,
+}
+
 /// One open host file or directory.
 pub struct HandleData {
     /// Node id the handle was opened on.
     pub inode: u64,
     file: OwnedFd,
     /// Serialises seek + getdents on directory handles.
-    dir_cursor: Mutex<()>,
+    dir_cursor: Mutex<DirCursor>,
 }
 
 impl HandleData {
@@ -33,7 +52,7 @@ impl HandleData {
     }
 
     /// Locks the directory cursor for one readdir pass.
-    pub fn lock_cursor(&self) -> MutexGuard<'_, ()> {
+    pub fn lock_cursor(&self) -> MutexGuard<'_, DirCursor> {
         self.dir_cursor.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -68,7 +87,7 @@ impl HandleTable {
             Arc::new(HandleData {
                 inode,
                 file,
-                dir_cursor: Mutex::new(()),
+                dir_cursor: Mutex::new(DirCursor::default()),
             }),
         );
         Ok(id)
