@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox_cmd::args as sb;
+
 /// Run commands in micro-VMs with host directories, named volumes, tmpfs and
 /// disks mounted.
 #[derive(Debug, Parser)]
@@ -31,6 +33,29 @@ pub enum Command {
     Image(crate::image::args::ImageArgs),
     /// Registry credentials: login, logout.
     Registry(crate::image::args::RegistryArgs),
+    /// Create a sandbox that stays up (boots now; `msb exec` into it).
+    Create(Box<sb::CreateArgs>),
+    /// Run a command in a running sandbox.
+    Exec(sb::ExecArgs),
+    /// An interactive shell in a running sandbox.
+    Shell(sb::ShellArgs),
+    /// Copy files and trees between the host and a running sandbox.
+    Cp(sb::CpArgs),
+    /// List sandboxes: name, image, status, created, mounts.
+    #[command(alias = "list")]
+    Ls(sb::LsArgs),
+    /// Show every field of a sandbox, as JSON.
+    Inspect(sb::InspectArgs),
+    /// Stop sandboxes (a clean guest shutdown; --force stops the VM at once).
+    Stop(sb::StopArgs),
+    /// Start stopped sandboxes with the configuration they were created with.
+    Start(sb::StartArgs),
+    /// Remove sandboxes (a running one only with -f).
+    #[command(alias = "remove")]
+    Rm(sb::RmArgs),
+    /// The process that owns a running sandbox (started by create/start).
+    #[command(name = "sandbox-supervisor", hide = true)]
+    SandboxSupervisor(sb::SupervisorArgs),
 }
 
 /// The VMM that runs the guest.

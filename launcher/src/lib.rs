@@ -19,6 +19,15 @@ pub mod image;
 pub mod machine;
 pub mod process;
 pub mod run;
+pub mod sandbox;
+pub mod sandbox_cmd;
+pub mod sdk;
 pub mod spec;
 pub mod vmm;
 pub mod volume;
+
+pub use sandbox::{Error, Result};
+pub use sdk::{
+    ExecOptions, ExecOutput, ExecStream, Mount, MountBuilder, Sandbox, SandboxBuilder, SandboxFs,
+    Volume, VolumeBuilder, VolumeFs,
+};

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use launcher::vmm::ch_events::{
+use msb::vmm::ch_events::{
     ch_exit, classify, watch_events, ChEvent, ChLifecycle, Flow, Lifecycle, WatchEnd,
 };
-use launcher::vmm::VmmExit;
+use msb::vmm::VmmExit;
 
 fn stream(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,5 +1,5 @@
 //! Real cloud-hypervisor boots of the exact argv from
-//! `launcher::vmm::cloud_hypervisor`, with the event monitor watched the way
+//! `msb::vmm::cloud_hypervisor`, with the event monitor watched the way
 //! the launcher must: a poweroff ends CH by itself (exit 0, shutdown
 //! events), a guest reboot is caught on `vm`/`rebooting` and CH is killed.
 //!
@@ -12,8 +12,8 @@ mod vmm_boot;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use launcher::vmm::ch_events::{ch_exit, watch_events, ChLifecycle, Flow};
-use launcher::vmm::{
+use msb::vmm::ch_events::{ch_exit, watch_events, ChLifecycle, Flow};
+use msb::vmm::{
     check_plan, detect, spawn, Accel, Disk, DiskFormat, FsShare, VmPlan, VmmExit, VmmKind,
 };
 use vmm_boot::{guest, initramfs_with, plan, share_and_disk, skip, test_script, Capture, Guest};
@@ -109,7 +109,7 @@ fn boot(plan: &VmPlan) -> Run {
     let took = start.elapsed();
     let life = watcher.join().expect("watcher");
     let log =
-        std::fs::read_to_string(plan.run_dir.join(launcher::vmm::VMM_LOG)).unwrap_or_default();
+        std::fs::read_to_string(plan.run_dir.join(msb::vmm::VMM_LOG)).unwrap_or_default();
     eprintln!("cloud-hypervisor log:\n{log}");
     Run {
         exit: ch_exit(status, &life),

@@ -1,4 +1,4 @@
-//! Real QEMU boots of the exact argv from `launcher::vmm::qemu` (TCG, or
+//! Real QEMU boots of the exact argv from `msb::vmm::qemu` (TCG, or
 //! KVM where the probe says it works): the test guest mounts a share served
 //! by a real `virtiofsd-msb`, sees a read-only disk by its serial, and
 //! writes to the two named virtio-serial ports; a guest panic and a guest
@@ -10,8 +10,8 @@ mod vmm_boot;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use launcher::vmm::qemu::qemu_exit;
-use launcher::vmm::{detect, spawn, Accel, Disk, DiskFormat, FsShare, VmPlan, VmmExit, VmmKind};
+use msb::vmm::qemu::qemu_exit;
+use msb::vmm::{detect, spawn, Accel, Disk, DiskFormat, FsShare, VmPlan, VmmExit, VmmKind};
 use vmm_boot::{
     guest, initramfs_with, plan, share_and_disk, skip, test_script, Capture, CpioFile, Guest,
 };
@@ -67,7 +67,7 @@ fn boot(plan: &VmPlan) -> Run {
     let console =
         String::from_utf8_lossy(&std::fs::read(&plan.console_log).unwrap_or_default()).into_owned();
     let log =
-        std::fs::read_to_string(plan.run_dir.join(launcher::vmm::VMM_LOG)).unwrap_or_default();
+        std::fs::read_to_string(plan.run_dir.join(msb::vmm::VMM_LOG)).unwrap_or_default();
     let status = status.unwrap_or_else(|| {
         panic!("QEMU did not end within {BOOT_LIMIT:?}; console:\n{console}\nlog:\n{log}")
     });

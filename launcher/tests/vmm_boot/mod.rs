@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use launcher::vmm::{Accel, VmPlan};
+use msb::vmm::{Accel, VmPlan};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {

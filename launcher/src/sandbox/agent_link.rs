@@ -1,0 +1,262 @@
+//! The supervisor's end of the agent channel: one connection to the guest
+//! agent, shared by every client session.
+//!
+//! A reader thread takes frames off the channel and routes them by session
+//! id to whoever opened the session ([`AgentLink::open_session`]); pongs
+//! update the heartbeat clock. Sessions end with their terminal frame
+//! (`Exited`, `FsDone`, or an `Error` for the session), after which the
+//! route is dropped. Writers share one lock, so frames go out whole.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use guest_init::protocol::{
+    read_frame, write_frame, Frame, Hello, Incoming, Kind, Ready, AGENT_VSOCK_PORT,
+    PROTOCOL_VERSION,
+};
+
+use super::error::{Error, Result};
+use crate::vmm::VmmKind;
+
+/// Whether `frame` is the last one of its session.
+pub fn ends_session(frame: &Frame) -> bool {
+    matches!(frame.kind, Kind::Exited | Kind::FsDone | Kind::Error) && frame.session != 0
+}
+
+type Routes = Arc<Mutex<HashMap<u32, Sender<Frame>>>>;
+
+/// A live connection to the guest agent.
+pub struct AgentLink {
+    writer: Mutex<UnixStream>,
+    routes: Routes,
+    last_pong: Arc<Mutex<Instant>>,
+    next_session: AtomicU32,
+    closed: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl AgentLink {
+    /// Connects to the agent through the VMM's socket and waits for its
+    /// `Ready`, until `deadline` or until `vm_alive` says the VM is gone.
+    /// The socket appears once the VMM has started; the agent answers once
+    /// the guest has booted, so `Hello` is repeated every second.
+    pub fn connect(
+        socket: &Path,
+        kind: VmmKind,
+        deadline: Instant,
+        mut vm_alive: impl FnMut() -> bool,
+    ) -> Result<(AgentLink, Ready)> {
+        let stream = open_channel(socket, kind, deadline, &mut vm_alive)?;
+        let reader_stream = stream
+            .try_clone()
+            .map_err(|e| Error::Agent(format!("agent channel: {e}")))?;
+        let routes: Routes = Arc::default();
+        let last_pong = Arc::new(Mutex::new(Instant::now()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let reader = {
+            let (routes, last_pong, closed) = (routes.clone(), last_pong.clone(), closed.clone());
+            std::thread::spawn(move || {
+                read_loop(reader_stream, &routes, &last_pong, ready_tx);
+                closed.store(true, Ordering::SeqCst);
+                // Every open session learns that the agent is gone.
+                routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            })
+        };
+        let link = AgentLink {
+            writer: Mutex::new(stream),
+            routes,
+            last_pong,
+            next_session: AtomicU32::new(1),
+            closed,
+            reader: Some(reader),
+        };
+        let hello = Frame::json(
+            Kind::Hello,
+            0,
+            &Hello {
+                version: PROTOCOL_VERSION,
+            },
+        );
+        loop {
+            link.send(&hello)?;
+            match ready_rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(ready) => return Ok((link, ready)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Vm("the agent channel closed during boot".into()))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if !vm_alive() {
+                return Err(Error::Vm("the VM stopped during boot".into()));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Vm("the guest agent did not answer".into()));
+            }
+        }
+    }
+
+    /// Sends one frame to the agent.
+    pub fn send(&self, frame: &Frame) -> Result<()> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        write_frame(&mut *w, frame).map_err(|e| Error::Agent(format!("agent channel: {e}")))
+    }
+
+    /// A new agent session id and the receiver of its frames.
+    pub fn open_session(&self) -> Result<(u32, Receiver<Frame>)> {
+        if self.is_closed() {
+            return Err(Error::Agent("the agent connection is closed".into()));
+        }
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        Ok((id, rx))
+    }
+
+    /// Forgets a session (its frames are dropped from now on).
+    pub fn close_session(&self, id: u32) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Sends a heartbeat.
+    pub fn ping(&self) -> Result<()> {
+        self.send(&Frame::data(Kind::Ping, 0, b"hb"))
+    }
+
+    /// Time since the agent last answered a heartbeat.
+    pub fn since_pong(&self) -> Duration {
+        self.last_pong
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+
+    /// True once the channel has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for AgentLink {
+    fn drop(&mut self) {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = w.shutdown(std::net::Shutdown::Both);
+        drop(w);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+fn read_loop(
+    mut stream: UnixStream,
+    routes: &Routes,
+    last_pong: &Mutex<Instant>,
+    ready_tx: Sender<Ready>,
+) {
+    loop {
+        let frame = match read_frame(&mut stream) {
+            Ok(Incoming::Frame(f)) => f,
+            Ok(Incoming::Malformed { session, why }) => {
+                tracing::warn!("agent sent a malformed frame (session {session}): {why}");
+                continue;
+            }
+            Ok(Incoming::End) => return,
+            Err(e) => {
+                tracing::debug!("agent channel ended: {e}");
+                return;
+            }
+        };
+        match frame.kind {
+            Kind::Pong => *last_pong.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now(),
+            Kind::Ready => {
+                if let Ok(ready) = frame.parse::<Ready>() {
+                    let _ = ready_tx.send(ready);
+                }
+            }
+            Kind::Error if frame.session == 0 => {
+                tracing::warn!("agent: {}", String::from_utf8_lossy(&frame.payload));
+            }
+            _ => {
+                let mut map = routes.lock().unwrap_or_else(|p| p.into_inner());
+                let last = ends_session(&frame);
+                let session = frame.session;
+                if let Some(tx) = map.get(&session) {
+                    let _ = tx.send(frame);
+                }
+                if last {
+                    map.remove(&session);
+                }
+            }
+        }
+    }
+}
+
+/// Connects to the VMM's agent socket, retrying while the VM starts; under
+/// cloud-hypervisor also does the hybrid vsock handshake (`CONNECT <port>\n`
+/// answered by `OK <host port>\n`; CH closes the connection while nothing
+/// listens on the guest port, so each try is a new connection).
+fn open_channel(
+    socket: &Path,
+    kind: VmmKind,
+    deadline: Instant,
+    vm_alive: &mut impl FnMut() -> bool,
+) -> Result<UnixStream> {
+    loop {
+        let attempt = UnixStream::connect(socket).and_then(|s| {
+            if kind == VmmKind::CloudHypervisor {
+                hybrid_vsock_handshake(&s)?;
+            }
+            Ok(s)
+        });
+        match attempt {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                if !vm_alive() || Instant::now() >= deadline {
+                    return Err(Error::Vm(format!(
+                        "cannot connect to the agent channel {}: {e}",
+                        socket.display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn hybrid_vsock_handshake(stream: &UnixStream) -> std::io::Result<()> {
+    let mut w = stream;
+    writeln!(w, "CONNECT {AGENT_VSOCK_PORT}")?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    // One byte at a time: nothing after the line may be consumed here.
+    let mut byte = [0u8; 1];
+    while !line.ends_with('\n') && line.len() < 64 {
+        if std::io::Read::read(&mut w, &mut byte)? == 0 {
+            break;
+        }
+        line.push(byte[0] as char);
+    }
+    stream.set_read_timeout(None)?;
+    if line.starts_with("OK") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "vsock handshake answered {:?}",
+            line.trim()
+        )))
+    }
+}
