@@ -5,7 +5,8 @@
 //! 2. mount the control share and read the config;
 //! 3. apply the configured mounts (under the rootfs share when one is set);
 //! 4. run the command with its output on the configured channels and reap
-//!    every zombie until it ends;
+//!    every zombie until it ends; or, for a sandbox, serve the agent
+//!    ([`crate::agent`]) until the host asks for a shutdown;
 //! 5. kill what the command left running, unmount the disks (so their
 //!    filesystems are left clean), write the status back to the control
 //!    share, sync, power off.
@@ -60,7 +61,7 @@ pub fn run_as_pid1() -> ! {
 }
 
 /// Milliseconds since the guest kernel started (0 if the clock fails).
-fn uptime_ms() -> u64 {
+pub fn uptime_ms() -> u64 {
     // CLOCK_BOOTTIME is what /proc/uptime shows, and needs no /proc: the
     // first reading is taken before /proc is mounted.
     let mut ts = libc::timespec {
@@ -107,6 +108,20 @@ fn setup_and_run(timings: &mut GuestTimings) -> Result<GuestStatus, GuestStatus>
     };
     for m in &config.mounts {
         mounts::apply(root, m).map_err(|msg| failed(InitStage::Mount, msg))?;
+    }
+    if let Some(channel) = &config.agent {
+        // A sandbox: serve the agent until the host asks for a shutdown
+        // (which stops every process); then unmount and power off as below.
+        let options = crate::agent::AgentOptions {
+            root: root.to_string(),
+            env: config.env.clone(),
+            workdir: config.workdir.clone(),
+            owns_machine: true,
+        };
+        timings.command_start_ms = uptime_ms();
+        crate::agent::run_in_guest(channel, &options).map_err(|m| failed(InitStage::Setup, m))?;
+        timings.command_end_ms = uptime_ms();
+        return Ok(GuestStatus::Exited { code: 0 });
     }
     let stdout =
         process::open_channel(&config.stdio.stdout).map_err(|m| failed(InitStage::Setup, m))?;

@@ -50,8 +50,9 @@ fn make_raw_if_tty(file: &File) {
 /// ports (and then their names) asynchronously after virtio_console probes.
 const PORT_WAIT: Duration = Duration::from_secs(5);
 
-/// The /dev node of the virtio-serial port called `name`.
-fn find_port(name: &str) -> Result<String, String> {
+/// The /dev node of the virtio-serial port called `name` (waits up to
+/// [`PORT_WAIT`] for it to appear).
+pub fn find_port(name: &str) -> Result<String, String> {
     let deadline = Instant::now() + PORT_WAIT;
     loop {
         if let Ok(entries) = std::fs::read_dir("/sys/class/virtio-ports") {
