@@ -19,11 +19,13 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use fuse_backend_rs::abi::fuse_abi::{CreateIn, OpenOptions};
 use fuse_backend_rs::api::filesystem::{Context, Entry};
 
-use super::inodes::InodeFd;
+use super::inodes::{InodeData, InodeFd};
+use super::overlay::RecordFd;
 use super::sys::{self, ScopedFsCreds};
 use super::ConfinedFs;
 use crate::confinement;
@@ -43,14 +45,39 @@ const CREATE_RETRIES: usize = 8;
 impl ConfinedFs {
     /// Checks shared by every request that makes an entry; returns the
     /// parent directory.
-    fn prepare_create(&self, parent: u64, name: &CStr) -> io::Result<InodeFd> {
+    fn prepare_create(&self, parent: u64, name: &CStr) -> io::Result<(Arc<InodeData>, InodeFd)> {
         self.check_writable()?;
         confinement::validate_name(name)?;
-        let dir = self.dir(parent)?;
+        let dir = self.dir_inode(parent)?;
         if let Some(q) = &self.quota {
             q.check_room(0)?;
         }
         Ok(dir)
+    }
+
+    /// An `O_PATH` fd (and its `stat`) for the inode behind `made`, just
+    /// created as `name` in `dir`: opened by name when the name still leads
+    /// to that inode (a shorter walk than `/proc/self/fd`), else through
+    /// `/proc/self/fd`.
+    fn path_fd_of(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        made: BorrowedFd<'_>,
+    ) -> io::Result<(OwnedFd, libc::stat64)> {
+        let want = sys::stat_fd(made)?;
+        let flags = libc::O_PATH | libc::O_NOFOLLOW;
+        if let Ok(fd) = confinement::open_beneath(dir, name, flags, 0) {
+            match sys::stat_fd(fd.as_fd()) {
+                Ok(st) if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino) => {
+                    return Ok((fd, st))
+                }
+                _ => {}
+            }
+        }
+        let fd = self.proc_fd.reopen(made, libc::O_PATH)?;
+        let st = sys::stat_fd(fd.as_fd())?;
+        Ok((fd, st))
     }
 
     /// Switches to the guest caller's fs ids when stat virtualization is
@@ -70,7 +97,7 @@ impl ConfinedFs {
         name: &CStr,
         mode: u32,
     ) -> io::Result<Entry> {
-        let dir = self.prepare_create(parent, name)?;
+        let (pdata, dir) = self.prepare_create(parent, name)?;
         let mode = libc::S_IFDIR | (mode & 0o7777);
         if !self.overlay {
             {
@@ -79,21 +106,27 @@ impl ConfinedFs {
             }
             return self.entry_at(&dir, name);
         }
-        let rec = self.new_record(ctx.uid, ctx.gid, dir.as_fd(), mode, 0)?;
+        let rec = self.new_record(ctx.uid, ctx.gid, &pdata, dir.as_fd(), mode, 0)?;
         let host_mode = self.config.host_permissions.create_mode(rec.mode);
         sys::mkdir_at(dir.as_fd(), name, host_mode)?;
-        let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY;
-        let fd = confinement::open_beneath(dir.as_fd(), name, flags, 0)?;
+        // Opened for reading (the daemon owns it, with at least rwx): the
+        // record goes through this fd, with no path walk.
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_DIRECTORY;
+        let made = confinement::open_beneath(dir.as_fd(), name, flags, 0)?;
         // A directory made a moment ago has no record: one that has was
         // swapped in under the name meanwhile; leave it alone.
-        if self.read_record(fd.as_fd(), libc::S_IFDIR)?.is_some() {
+        if self
+            .read_record_via(RecordFd::Open(made.as_fd()), libc::S_IFDIR)?
+            .is_some()
+        {
             return Err(errno(libc::EEXIST));
         }
-        if let Err(e) = self.write_record(fd.as_fd(), &rec) {
-            self.undo_create(dir.as_fd(), name, fd.as_fd(), libc::AT_REMOVEDIR);
+        if let Err(e) = self.write_record_via(RecordFd::Open(made.as_fd()), &rec) {
+            self.undo_create(dir.as_fd(), name, made.as_fd(), libc::AT_REMOVEDIR);
             return Err(e);
         }
-        self.entry_for_fd(fd)
+        let (fd, st) = self.path_fd_of(dir.as_fd(), name, made.as_fd())?;
+        self.entry_for_new(fd, st, Some(&rec))
     }
 
     pub(super) fn do_mknod(
@@ -104,7 +137,7 @@ impl ConfinedFs {
         mode: u32,
         rdev: u32,
     ) -> io::Result<Entry> {
-        let dir = self.prepare_create(parent, name)?;
+        let (pdata, dir) = self.prepare_create(parent, name)?;
         let file_type = match mode & libc::S_IFMT {
             0 => libc::S_IFREG,
             t
@@ -125,14 +158,15 @@ impl ConfinedFs {
             return self.entry_at(&dir, name);
         }
         let rdev = if is_device { rdev } else { 0 };
-        let rec = self.new_record(ctx.uid, ctx.gid, dir.as_fd(), file_type | perm, rdev)?;
+        let mode = file_type | perm;
+        let rec = self.new_record(ctx.uid, ctx.gid, &pdata, dir.as_fd(), mode, rdev)?;
         let host_mode = self.config.host_permissions.create_mode(rec.mode);
         // Always a plain regular file on the host.
         let flags = libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let file = confinement::open_beneath(dir.as_fd(), name, flags, host_mode)?;
         self.record_new_file(dir.as_fd(), name, &file, &rec)?;
-        let path_fd = self.proc_fd.reopen(file.as_fd(), libc::O_PATH)?;
-        self.entry_for_fd(path_fd)
+        let (fd, st) = self.path_fd_of(dir.as_fd(), name, file.as_fd())?;
+        self.entry_for_new(fd, st, Some(&rec))
     }
 
     /// Writes the record of a file just created; on failure removes it.
@@ -143,9 +177,10 @@ impl ConfinedFs {
         file: &OwnedFd,
         rec: &crate::policy::StatOverride,
     ) -> io::Result<()> {
-        self.write_record(file.as_fd(), rec).inspect_err(|_| {
-            self.undo_create(dir, name, file.as_fd(), 0);
-        })
+        self.write_record_via(RecordFd::Open(file.as_fd()), rec)
+            .inspect_err(|_| {
+                self.undo_create(dir, name, file.as_fd(), 0);
+            })
     }
 
     pub(super) fn do_symlink(
@@ -155,7 +190,7 @@ impl ConfinedFs {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
-        let dir = self.prepare_create(parent, name)?;
+        let (pdata, dir) = self.prepare_create(parent, name)?;
         let len = target.to_bytes().len() as u64;
         let charge = self.quota.as_ref().map(|q| q.reserve(len)).transpose()?;
         {
@@ -167,20 +202,25 @@ impl ConfinedFs {
         }
         let fd = confinement::open_beneath(dir.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         if self.overlay {
-            self.give_symlink_owner(ctx, dir.as_fd(), fd.as_fd());
+            self.give_symlink_owner(ctx, (&pdata, dir.as_fd()), fd.as_fd());
         }
         self.entry_for_fd(fd)
     }
 
     /// Gives a symlink the daemon just made the owner the guest caller
     /// would have; only root may, and a daemon that may not keeps it.
-    fn give_symlink_owner(&self, ctx: &Context, dir: BorrowedFd<'_>, link: BorrowedFd<'_>) {
+    fn give_symlink_owner(
+        &self,
+        ctx: &Context,
+        (pdata, dir): (&InodeData, BorrowedFd<'_>),
+        link: BorrowedFd<'_>,
+    ) {
         let Ok(st) = sys::stat_fd(link) else { return };
         if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
             return;
         }
         let mode = libc::S_IFLNK | 0o777;
-        let Ok(want) = self.new_record(ctx.uid, ctx.gid, dir, mode, 0) else {
+        let Ok(want) = self.new_record(ctx.uid, ctx.gid, pdata, dir, mode, 0) else {
             return;
         };
         if (st.st_uid, st.st_gid) != (want.uid, want.gid) {
@@ -197,7 +237,7 @@ impl ConfinedFs {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, u64, OpenOptions)> {
-        let dir = self.prepare_create(parent, name)?;
+        let (pdata, dir) = self.prepare_create(parent, name)?;
         let flags = self.host_open_flags(args.flags)?;
         let guest_excl = args.flags as i32 & libc::O_EXCL != 0;
         let perm = args.mode & 0o7777;
@@ -211,10 +251,11 @@ impl ConfinedFs {
         let excl = (flags & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let rec = if self.overlay {
             let mode = libc::S_IFREG | perm;
-            Some(self.new_record(ctx.uid, ctx.gid, dir.as_fd(), mode, 0)?)
+            Some(self.new_record(ctx.uid, ctx.gid, &pdata, dir.as_fd(), mode, 0)?)
         } else {
             None
         };
+        // The file, and whether this request made it (its record is `rec`).
         let mut file = None;
         for _ in 0..CREATE_RETRIES {
             let made = {
@@ -226,7 +267,7 @@ impl ConfinedFs {
                     if let Some(rec) = &rec {
                         self.record_new_file(dir.as_fd(), name, &f, rec)?;
                     }
-                    file = Some(f);
+                    file = Some((f, true));
                     break;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) && !guest_excl => {
@@ -241,16 +282,20 @@ impl ConfinedFs {
                     let st = sys::stat_fd(fd.as_fd())?;
                     let host_type = st.st_mode & libc::S_IFMT;
                     self.check_openable(fd.as_fd(), host_type, false, flags, None)?;
-                    file = Some(self.reopen_counted(ctx, fd.as_fd(), flags)?);
+                    file = Some((self.reopen_counted(ctx, fd.as_fd(), flags)?, false));
                     break;
                 }
                 Err(e) => return Err(e),
             }
         }
-        let file = file.ok_or_else(|| errno(libc::ENOENT))?;
+        let (file, made) = file.ok_or_else(|| errno(libc::ENOENT))?;
         // The inode we just opened, not whatever the name points at now.
-        let path_fd = self.proc_fd.reopen(file.as_fd(), libc::O_PATH)?;
-        let entry = self.entry_for_fd(path_fd)?;
+        let (path_fd, st) = self.path_fd_of(dir.as_fd(), name, file.as_fd())?;
+        let entry = if made {
+            self.entry_for_new(path_fd, st, rec.as_ref())?
+        } else {
+            self.entry_for_fd(path_fd)?
+        };
         match self.handles.insert(entry.inode, file) {
             Ok(handle) => Ok((entry, handle, self.open_options(false))),
             Err(e) => {

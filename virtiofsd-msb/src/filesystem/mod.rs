@@ -188,11 +188,16 @@ impl ConfinedFs {
 
     /// The directory `id` and its fd; `ENOTDIR` for anything else.
     fn dir(&self, id: u64) -> io::Result<InodeFd> {
+        self.dir_inode(id).map(|(_, fd)| fd)
+    }
+
+    /// Like [`ConfinedFs::dir`], with the directory's table entry.
+    fn dir_inode(&self, id: u64) -> io::Result<(Arc<InodeData>, InodeFd)> {
         let (inode, fd) = self.inode(id)?;
         if !inode.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
-        Ok(fd)
+        Ok((inode, fd))
     }
 
     /// Looks up `name` in directory fd `dir` and registers it: the common
@@ -216,6 +221,23 @@ impl ConfinedFs {
                 Err(e)
             }
         }
+    }
+
+    /// Registers `fd`, an `O_PATH` fd with host `stat` `st` of an entry
+    /// this request has just made with record `rec`: the record is not
+    /// read back.
+    fn entry_for_new(
+        &self,
+        fd: OwnedFd,
+        st: libc::stat64,
+        rec: Option<&crate::policy::StatOverride>,
+    ) -> io::Result<Entry> {
+        let mut attr = st;
+        if let Some(rec) = rec {
+            overlay::apply_record(rec, &mut attr)?;
+        }
+        let inode = self.inodes.insert_or_ref(fd, &st)?;
+        Ok(self.entry(inode.id, attr))
     }
 
     fn entry(&self, id: u64, attr: libc::stat64) -> Entry {

@@ -167,6 +167,68 @@ pub(super) fn apply_record(rec: &StatOverride, st: &mut libc::stat64) -> io::Res
     })
 }
 
+/// Decodes what reading the record into `buf` gave: `Ok(None)` when there
+/// is none, `EIO` (logged) for a corrupt one.
+fn decode_record(got: io::Result<usize>, buf: &[u8]) -> io::Result<Option<StatOverride>> {
+    match got {
+        Ok(n) => StatOverride::decode(&buf[..n]).map(Some).map_err(|c| {
+            log_guest_visible(format_args!("{c}"));
+            io::Error::from(c)
+        }),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(None),
+            Some(libc::ERANGE) => {
+                log_guest_visible(format_args!(
+                    "corrupt record: longer than {}",
+                    stat_override::RECORD_LEN
+                ));
+                Err(errno(libc::EIO))
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+/// An fd the record of an inode is read or written through.
+#[derive(Clone, Copy)]
+pub(super) enum RecordFd<'a> {
+    /// An `O_PATH` fd: through its `/proc/self/fd` magic link.
+    Path(BorrowedFd<'a>),
+    /// An fd opened for I/O: through the fd itself, which costs no path
+    /// walk.
+    Open(BorrowedFd<'a>),
+}
+
+impl RecordFd<'_> {
+    fn get(self, proc: &ProcSelfFd, buf: &mut [u8]) -> io::Result<usize> {
+        let name = stat_override::XATTR_NAME;
+        match self {
+            RecordFd::Path(fd) => {
+                let link = ProcSelfFd::entry_name(fd);
+                xattr::get_at((proc.dir(), &link), || ProcSelfFd::path_of(fd), name, buf)
+            }
+            RecordFd::Open(fd) => xattr::fget(fd, name, buf),
+        }
+    }
+
+    fn set(self, proc: &ProcSelfFd, value: &[u8]) -> io::Result<()> {
+        let name = stat_override::XATTR_NAME;
+        match self {
+            RecordFd::Path(fd) => {
+                let link = ProcSelfFd::entry_name(fd);
+                xattr::set_at(
+                    (proc.dir(), &link),
+                    || ProcSelfFd::path_of(fd),
+                    name,
+                    value,
+                    0,
+                )
+            }
+            RecordFd::Open(fd) => xattr::fset(fd, name, value, 0),
+        }
+    }
+}
+
 impl ConfinedFs {
     /// The record of the inode behind `fd` (host type `host_type`), if the
     /// overlay is on and one is stored. `EIO` for a corrupt record.
@@ -175,29 +237,22 @@ impl ConfinedFs {
         fd: BorrowedFd<'_>,
         host_type: u32,
     ) -> io::Result<Option<StatOverride>> {
+        self.read_record_via(RecordFd::Path(fd), host_type)
+    }
+
+    /// Like [`ConfinedFs::read_record`] through any kind of fd.
+    pub(super) fn read_record_via(
+        &self,
+        fd: RecordFd<'_>,
+        host_type: u32,
+    ) -> io::Result<Option<StatOverride>> {
         if !self.overlay || !can_hold_record(host_type) {
             return Ok(None);
         }
-        let path = ProcSelfFd::path_of(fd);
         // One byte more than a record, to see an overlong value.
         let mut buf = [0u8; stat_override::RECORD_LEN + 1];
-        match xattr::get(&path, stat_override::XATTR_NAME, &mut buf) {
-            Ok(n) => StatOverride::decode(&buf[..n]).map(Some).map_err(|c| {
-                log_guest_visible(format_args!("{c}"));
-                io::Error::from(c)
-            }),
-            Err(e) => match e.raw_os_error() {
-                Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(None),
-                Some(libc::ERANGE) => {
-                    log_guest_visible(format_args!(
-                        "corrupt record: longer than {}",
-                        stat_override::RECORD_LEN
-                    ));
-                    Err(errno(libc::EIO))
-                }
-                _ => Err(e),
-            },
-        }
+        let got = fd.get(&self.proc_fd, &mut buf);
+        decode_record(got, &buf)
     }
 
     /// The record of `inode` (host `stat` `st`, taken just before), read
@@ -259,9 +314,13 @@ impl ConfinedFs {
 
     /// Stores `rec` as the record of the inode behind `fd`.
     pub(super) fn write_record(&self, fd: BorrowedFd<'_>, rec: &StatOverride) -> io::Result<()> {
+        self.write_record_via(RecordFd::Path(fd), rec)
+    }
+
+    /// Like [`ConfinedFs::write_record`] through any kind of fd.
+    pub(super) fn write_record_via(&self, fd: RecordFd<'_>, rec: &StatOverride) -> io::Result<()> {
         self.check_writable()?;
-        let path = ProcSelfFd::path_of(fd);
-        xattr::set(&path, stat_override::XATTR_NAME, &rec.encode(), 0)
+        fd.set(&self.proc_fd, &rec.encode())
     }
 
     /// The record of the inode, or one made from its host metadata.
@@ -289,12 +348,15 @@ impl ConfinedFs {
         &self,
         uid: u32,
         gid: u32,
-        parent: BorrowedFd<'_>,
+        parent: &InodeData,
+        parent_fd: BorrowedFd<'_>,
         mode: u32,
         rdev: u32,
     ) -> io::Result<StatOverride> {
-        let pst = sys::stat_fd(parent)?;
-        let prec = self.current_record(parent, &pst)?;
+        let pst = sys::stat_fd(parent_fd)?;
+        let prec = self
+            .inode_record(parent, &pst)?
+            .unwrap_or_else(|| StatOverride::from_host(&pst));
         let mut rec = StatOverride {
             uid,
             gid,
@@ -319,9 +381,11 @@ impl ConfinedFs {
         if !self.overlay || privileged {
             return;
         }
-        let result = self.read_record(fd, libc::S_IFREG).and_then(|rec| {
+        // `fd` is the open file the data went through.
+        let fd = RecordFd::Open(fd);
+        let result = self.read_record_via(fd, libc::S_IFREG).and_then(|rec| {
             match rec.and_then(|r| r.after_data_change(false)) {
-                Some(new) => self.write_record(fd, &new),
+                Some(new) => self.write_record_via(fd, &new),
                 None => Ok(()),
             }
         });

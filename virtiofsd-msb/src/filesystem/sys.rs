@@ -235,8 +235,10 @@ pub fn flock_fd(fd: BorrowedFd<'_>, op: i32) -> io::Result<()> {
 /// Extended-attribute calls on a path (an `/proc/self/fd/N` path of ours).
 pub mod xattr {
     use super::{cvt, cvt64};
-    use std::ffi::CStr;
+    use std::ffi::{CStr, CString};
     use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// `getxattr(path, name)`; an empty `buf` asks for the size.
     pub fn get(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
@@ -250,6 +252,135 @@ pub mod xattr {
             )
         };
         cvt64(n as i64).map(|n| n as usize)
+    }
+
+    /// `getxattrat`/`setxattrat` (Linux 6.13; the same number on every
+    /// architecture since the syscall tables were unified).
+    const SYS_SETXATTRAT: libc::c_long = 463;
+    const SYS_GETXATTRAT: libc::c_long = 464;
+
+    /// `struct xattr_args` of `getxattrat`/`setxattrat`.
+    #[repr(C)]
+    struct XattrArgs {
+        value: u64,
+        size: u32,
+        flags: u32,
+    }
+
+    /// Set once the kernel has answered `ENOSYS` to the `*xattrat` calls.
+    static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
+
+    /// Runs an `*xattrat` call; `None` when the kernel does not have it
+    /// (then the caller uses the path-based call).
+    fn xattrat(call: impl FnOnce() -> libc::c_long) -> Option<io::Result<usize>> {
+        if NO_XATTRAT.load(Ordering::Relaxed) {
+            return None;
+        }
+        match cvt64(call()) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                NO_XATTRAT.store(true, Ordering::Relaxed);
+                None
+            }
+            r => Some(r.map(|n| n as usize)),
+        }
+    }
+
+    /// `getxattr` of the inode that `name` in directory `dir` resolves to
+    /// (following it: meant for the `/proc/self/fd` directory, a shorter
+    /// walk than the whole `/proc/self/fd/N` path); falls back to `path`
+    /// on kernels without `getxattrat`.
+    pub fn get_at(
+        (dir, name): (BorrowedFd<'_>, &CStr),
+        path: impl FnOnce() -> CString,
+        attr: &CStr,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        let args = XattrArgs {
+            value: buf.as_mut_ptr() as u64,
+            size: buf.len().try_into().unwrap_or(u32::MAX),
+            flags: 0,
+        };
+        let got = xattrat(|| {
+            // SAFETY: valid fd, NUL-terminated strings, and `args` points at
+            // `buf`, writable for `args.size` bytes, for the whole call.
+            unsafe {
+                libc::syscall(
+                    SYS_GETXATTRAT,
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    0,
+                    attr.as_ptr(),
+                    &args as *const XattrArgs,
+                    std::mem::size_of::<XattrArgs>(),
+                )
+            }
+        });
+        got.unwrap_or_else(|| get(&path(), attr, buf))
+    }
+
+    /// `setxattr` through `dir`/`name` as [`get_at`] reads.
+    pub fn set_at(
+        (dir, name): (BorrowedFd<'_>, &CStr),
+        path: impl FnOnce() -> CString,
+        attr: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        let args = XattrArgs {
+            value: value.as_ptr() as u64,
+            size: value.len().try_into().unwrap_or(u32::MAX),
+            flags,
+        };
+        let done = xattrat(|| {
+            // SAFETY: valid fd, NUL-terminated strings, and `args` points at
+            // `value`, readable for `args.size` bytes, for the whole call.
+            unsafe {
+                libc::syscall(
+                    SYS_SETXATTRAT,
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    0,
+                    attr.as_ptr(),
+                    &args as *const XattrArgs,
+                    std::mem::size_of::<XattrArgs>(),
+                )
+            }
+        });
+        match done {
+            Some(r) => r.map(drop),
+            None => set(&path(), attr, value, flags as i32),
+        }
+    }
+
+    /// `fgetxattr(fd, name)` on an fd opened for I/O (not `O_PATH`).
+    pub fn fget(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: valid fd, NUL-terminated name; `buf` is writable for its
+        // length.
+        let n = unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        cvt64(n as i64).map(|n| n as usize)
+    }
+
+    /// `fsetxattr(fd, name, value, flags)` on an fd opened for I/O.
+    pub fn fset(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+        // SAFETY: valid fd, NUL-terminated name; `value` readable for its
+        // length.
+        cvt(unsafe {
+            libc::fsetxattr(
+                fd.as_raw_fd(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                flags,
+            )
+        })
+        .map(drop)
     }
 
     /// `listxattr(path)`; an empty `buf` asks for the size.

@@ -25,7 +25,8 @@ bench-daemon: ops/s of native syscalls, virtiofsd and virtiofsd-msb, side by sid
   --repeats N            rounds; medians are reported (default 3)
   --warmup-ms N          per figure (default 200)
   --measure-ms N         per figure (default 600)
-  --dir DIR              where the fixture goes (default a temporary dir)
+  --dir DIR              where the fixture goes (default /dev/shm when it
+                         stores user.* xattrs, else the temporary dir)
   --markdown FILE        also write the tables there
 ";
 

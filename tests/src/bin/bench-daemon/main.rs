@@ -31,17 +31,20 @@ fn run() -> Result<(), String> {
         print!("{USAGE}");
         return Ok(());
     };
-    let mut tmp = tempfile::Builder::new();
-    tmp.prefix("msb-bench-daemon-");
-    let root = match &args.dir {
-        Some(d) => tmp.tempdir_in(d),
-        None => tmp.tempdir(),
-    }
-    .map_err(|e| format!("temporary directory: {e}"))?;
+    let parent = args.dir.clone().unwrap_or_else(fixture::default_parent);
+    let root = tempfile::Builder::new()
+        .prefix("msb-bench-daemon-")
+        .tempdir_in(&parent)
+        .map_err(|e| format!("temporary directory in {}: {e}", parent.display()))?;
     let share = fixture::create(root.path()).map_err(|e| format!("fixture: {e}"))?;
+    let where_ = format!(
+        "{} ({})",
+        parent.display(),
+        fixture::filesystem_name(&share)
+    );
     let bench = Bench::new(share, args.daemons.clone(), args.timing);
     let results = run_plan(&bench, &args.plan)?;
-    let text = report::render(&results, &args);
+    let text = report::render(&results, &args, &where_);
     print!("{text}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -227,14 +227,15 @@ impl Results {
 }
 
 /// The whole report: how it was run, the tables, the goals.
-pub fn render(results: &Results, args: &Args) -> String {
+pub fn render(results: &Results, args: &Args, fixture: &str) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Host kernel {}, {cpus} CPUs; medians of {} rounds, {} ms measured per figure after {} ms \
-         warm-up, a fresh daemon per figure; ratios are medians of same-round ratios.\n\
+        "Host kernel {}, {cpus} CPUs, files on {fixture}; medians of {} rounds, {} ms measured \
+         per figure after {} ms warm-up, a fresh daemon per figure; ratios are medians of \
+         same-round ratios.\n\
          virtiofsd flags: `{}`; virtiofsd-msb flags: `{}`.\n",
         kernel.trim(),
         args.plan.repeats,
