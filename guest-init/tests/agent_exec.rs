@@ -231,6 +231,36 @@ fn what_cannot_run_is_126() {
 }
 
 #[test]
+fn exec_failures_after_the_fork_race_no_reaping() {
+    // A missing interpreter fails in execve, after the fork: std reaps that
+    // child itself, so the agent's reaper must not take it first (std would
+    // panic). Many at once, with other processes ending meanwhile.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("bad-interpreter");
+    std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agent = Agent::start();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..25 {
+                    assert_eq!(agent.run(&["true"]).exited().code, Some(0));
+                }
+            });
+            scope.spawn(|| {
+                for _ in 0..25 {
+                    let o = agent.run(&[script.to_str().unwrap()]);
+                    assert!(o.errors.is_empty(), "{:?}", o.errors);
+                    assert_eq!(o.exited().code, Some(126));
+                    let error = o.exited().error.clone().unwrap();
+                    assert!(error.contains("cannot run"), "{error}");
+                }
+            });
+        }
+    });
+}
+
+#[test]
 fn a_background_process_does_not_hold_exited_back() {
     let agent = Agent::start();
     // The background subshell keeps stdout open and writes after the main

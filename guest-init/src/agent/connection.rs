@@ -103,6 +103,9 @@ fn handle(shared: &Arc<Shared>, greeted: &mut bool, frame: Frame) -> Option<Serv
                 sink.json(Kind::Ready, id, &ready);
             }
         }
+        // The host's complaint about one of our frames: nothing to do
+        // (and never answered, so two peers cannot trade errors forever).
+        Kind::Error => {}
         kind if !*greeted => {
             sink.error(id, format!("{kind:?} frame before Hello: send Hello first"));
         }
@@ -125,8 +128,6 @@ fn handle(shared: &Arc<Shared>, greeted: &mut bool, frame: Frame) -> Option<Serv
             shutdown::stop_processes(shared, Duration::from_millis(req.grace_ms));
             return Some(ServeEnd::Shutdown);
         }
-        // The host's complaint about one of our frames: nothing to do.
-        Kind::Error => {}
         kind => {
             sink.error(id, format!("{kind:?} frames go from the agent to the host"));
         }

@@ -1,6 +1,7 @@
 //! The outgoing half of a connection, shared by every thread that answers.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -13,22 +14,18 @@ use crate::protocol::{self, Frame, Kind, MAX_PAYLOAD};
 /// or a write failed) frames are dropped, so no stale frame of an old
 /// connection reaches a later one.
 pub struct FrameSink {
-    state: Mutex<SinkState>,
-}
-
-struct SinkState {
-    writer: Box<dyn Write + Send>,
-    closed: bool,
+    writer: Mutex<Box<dyn Write + Send>>,
+    /// Set without the lock, so closing never waits for a writer blocked
+    /// on a host that went away.
+    closed: AtomicBool,
 }
 
 impl FrameSink {
     /// A sink writing to `writer`.
     pub fn new(writer: impl Write + Send + 'static) -> Arc<FrameSink> {
         Arc::new(FrameSink {
-            state: Mutex::new(SinkState {
-                writer: Box::new(writer),
-                closed: false,
-            }),
+            writer: Mutex::new(Box::new(writer)),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -42,12 +39,12 @@ impl FrameSink {
                 return false;
             }
         };
-        let mut state = lock(&self.state);
-        if state.closed {
+        let mut writer = lock(&self.writer);
+        if self.closed.load(Ordering::SeqCst) {
             return false;
         }
-        if state.writer.write_all(&bytes).is_err() {
-            state.closed = true;
+        if writer.write_all(&bytes).is_err() {
+            self.closed.store(true, Ordering::SeqCst);
             return false;
         }
         true
@@ -70,7 +67,7 @@ impl FrameSink {
 
     /// Drops every later frame.
     pub fn close(&self) {
-        lock(&self.state).closed = true;
+        self.closed.store(true, Ordering::SeqCst);
     }
 }
 
