@@ -223,19 +223,39 @@ pub fn create_file(
     Ok(n)
 }
 
-/// Makes sure `name` in `dir` can be created: removes what is there
-/// (a later tar entry replaces an earlier one) unless both it and the new
-/// entry are directories.
-pub fn clear_for(dir: BorrowedFd<'_>, name: &CStr, new_is_dir: bool) -> io::Result<()> {
-    let st = match sys::stat_at(dir, name) {
-        Ok(st) => st,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if new_is_dir && st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        return Ok(());
+/// Runs `create` (which makes `name` in `dir`); when it finds the name
+/// taken (a later tar entry replaces an earlier one), removes what is
+/// there and runs it again. Returns its result and whether a directory was
+/// removed (open directory fds may then be stale).
+pub fn create_replacing<T>(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    mut create: impl FnMut() -> io::Result<T>,
+) -> io::Result<(T, bool)> {
+    match create() {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            let st = sys::stat_at(dir, name)?;
+            super::tree::remove_entry(dir, name)?;
+            Ok((create()?, st.st_mode & libc::S_IFMT == libc::S_IFDIR))
+        }
+        r => r.map(|v| (v, false)),
     }
-    super::tree::remove_entry(dir, name)
+}
+
+/// Makes directory `name` in `dir`, keeping an existing directory and
+/// replacing anything else.
+pub fn make_dir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    match sys::mkdir_at(dir, name, 0o700) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            let st = sys::stat_at(dir, name)?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                return Ok(());
+            }
+            super::tree::remove_entry(dir, name)?;
+            sys::mkdir_at(dir, name, 0o700)
+        }
+        r => r,
+    }
 }
 
 #[cfg(test)]

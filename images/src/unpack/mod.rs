@@ -265,13 +265,7 @@ impl Unpacker {
                     .tree
                     .enter(parents)
                     .map_err(|e| fs_err(&layer, &raw, e))?;
-                let r = entry::clear_for(dir, &cn, true).and_then(|()| {
-                    match sys::mkdir_at(dir, &cn, 0o700) {
-                        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
-                        _ => Ok(()),
-                    }
-                });
-                r.map_err(|e| fs_err(&layer, &raw, e))?;
+                entry::make_dir(dir, &cn).map_err(|e| fs_err(&layer, &raw, e))?;
                 self.dir_record(&raw, &comps, &meta)?;
                 self.dirs.push((comps, meta));
             }
@@ -280,9 +274,11 @@ impl Unpacker {
                     .tree
                     .enter(parents)
                     .map_err(|e| fs_err(&layer, &raw, e))?;
-                let r = entry::clear_for(dir, &cn, false)
-                    .and_then(|()| entry::create_file(dir, name, &mut entry, &rec, &meta));
-                let n = r.map_err(|e| fs_err(&layer, &raw, e))?;
+                let (n, removed_dir) = entry::create_replacing(dir, &cn, || {
+                    entry::create_file(dir, name, &mut entry, &rec, &meta)
+                })
+                .map_err(|e| fs_err(&layer, &raw, e))?;
+                self.forget_if(removed_dir);
                 self.changes.bytes += n;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -302,9 +298,11 @@ impl Unpacker {
                     .tree
                     .enter(parents)
                     .map_err(|e| fs_err(&layer, &raw, e))?;
-                let r = entry::clear_for(dir, &cn, false)
-                    .and_then(|()| entry::create_file(dir, name, &mut io::empty(), &rec, &meta));
-                r.map_err(|e| fs_err(&layer, &raw, e))?;
+                let (_, removed_dir) = entry::create_replacing(dir, &cn, || {
+                    entry::create_file(dir, name, &mut io::empty(), &rec, &meta)
+                })
+                .map_err(|e| fs_err(&layer, &raw, e))?;
+                self.forget_if(removed_dir);
             }
             EntryType::Symlink => {
                 let target = entry
@@ -323,10 +321,11 @@ impl Unpacker {
                     .tree
                     .enter(parents)
                     .map_err(|e| fs_err(&layer, &raw, e))?;
-                let r = entry::clear_for(dir, &cn, false)
-                    .and_then(|()| sys::symlink_at(&ct, dir, &cn))
-                    .and_then(|()| tree::set_mtime_at(dir, &cn, meta.mtime));
-                r.map_err(|e| fs_err(&layer, &raw, e))?;
+                let (_, removed_dir) =
+                    entry::create_replacing(dir, &cn, || sys::symlink_at(&ct, dir, &cn))
+                        .and_then(|r| tree::set_mtime_at(dir, &cn, meta.mtime).map(|()| r))
+                        .map_err(|e| fs_err(&layer, &raw, e))?;
+                self.forget_if(removed_dir);
             }
             EntryType::Link => self.hard_link(
                 &raw,
@@ -396,9 +395,18 @@ impl Unpacker {
             .tree
             .enter(parents)
             .map_err(|e| fs_err(&layer, raw, e))?;
-        let r = entry::clear_for(dir, &cn, false)
-            .and_then(|()| sys::link_at(tdir.as_fd(), &ctn, dir, &cn, 0));
-        r.map_err(|e| fs_err(&layer, raw, e))
+        let (_, removed_dir) =
+            entry::create_replacing(dir, &cn, || sys::link_at(tdir.as_fd(), &ctn, dir, &cn, 0))
+                .map_err(|e| fs_err(&layer, raw, e))?;
+        self.forget_if(removed_dir);
+        Ok(())
+    }
+
+    /// Drops the open directory fds after a directory was replaced.
+    fn forget_if(&mut self, removed_dir: bool) {
+        if removed_dir {
+            self.tree.forget();
+        }
     }
 
     /// Writes the record of directory `comps` (empty: the layer root).

@@ -5,6 +5,7 @@
 //! never followed and nothing outside it can be reached, whatever the
 //! layer's paths say.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -31,11 +32,14 @@ pub fn open_subdir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
     )
 }
 
-/// A directory tree under construction, with the parent directory of the
-/// last entry kept open (tar entries come grouped by directory).
+/// Most directory fds kept open at once.
+const MAX_OPEN_DIRS: usize = 256;
+
+/// A directory tree under construction, with the directories recently
+/// used kept open (tar entries come grouped by directory).
 pub struct Tree {
     root: OwnedFd,
-    cached: Option<(Vec<Vec<u8>>, OwnedFd)>,
+    open: HashMap<Vec<Vec<u8>>, OwnedFd>,
 }
 
 impl Tree {
@@ -43,48 +47,76 @@ impl Tree {
     pub fn open(dir: &Path) -> io::Result<Tree> {
         let f = std::fs::File::open(dir)?;
         let root = open_dir_again(f.as_fd(), libc::O_RDONLY)?;
-        Ok(Tree { root, cached: None })
+        let mut tree = Tree {
+            root,
+            open: HashMap::new(),
+        };
+        tree.forget();
+        Ok(tree)
     }
 
-    /// Makes the directory `parents` (components beneath the top) the
-    /// current one, creating missing directories (host mode
-    /// [`IMPLICIT_DIR_MODE`], no record). `ELOOP` when a component is a
-    /// symlink, `ENOTDIR` when it is something else.
+    /// The directory `parents` (components beneath the top), created with
+    /// its missing ancestors (host mode [`IMPLICIT_DIR_MODE`], no record)
+    /// when needed. `ELOOP`/`ENOTDIR` when a component is a symlink or
+    /// not a directory.
     pub fn enter(&mut self, parents: &[Vec<u8>]) -> io::Result<BorrowedFd<'_>> {
-        let hit = matches!(&self.cached, Some((p, _)) if p.as_slice() == parents);
-        if !hit {
-            let fd = self.walk(parents, true)?;
-            self.cached = Some((parents.to_vec(), fd));
+        if !self.open.contains_key(parents) {
+            let mut start = parents.len();
+            while start > 0 && !self.open.contains_key(&parents[..start]) {
+                start -= 1;
+            }
+            let mut cur = match self.open.get(&parents[..start]) {
+                Some(fd) => fd.try_clone()?,
+                None => open_dir_again(self.root.as_fd(), libc::O_RDONLY)?,
+            };
+            for i in start..parents.len() {
+                cur = open_or_create(cur.as_fd(), &parents[i])?;
+                if self.open.len() >= MAX_OPEN_DIRS {
+                    self.forget();
+                }
+                self.open.insert(parents[..=i].to_vec(), cur.try_clone()?);
+            }
         }
-        match &self.cached {
-            Some((_, fd)) => Ok(fd.as_fd()),
-            None => Err(io::Error::from_raw_os_error(libc::EIO)),
+        match self.open.get(parents) {
+            Some(fd) => Ok(fd.as_fd()),
+            None => open_dir_again(self.root.as_fd(), libc::O_RDONLY)
+                .and(Err(io::Error::from_raw_os_error(libc::EIO))),
         }
     }
 
     /// Opens the existing directory `path` (no creation).
     pub fn open_dir(&self, path: &[Vec<u8>]) -> io::Result<OwnedFd> {
-        self.walk(path, false)
-    }
-
-    fn walk(&self, path: &[Vec<u8>], create: bool) -> io::Result<OwnedFd> {
+        if let Some(fd) = self.open.get(path) {
+            return fd.try_clone();
+        }
         let mut cur = open_dir_again(self.root.as_fd(), libc::O_RDONLY)?;
         for comp in path {
-            let name = cname(comp)?;
-            cur = match open_subdir(cur.as_fd(), &name) {
-                Ok(fd) => fd,
-                Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
-                    match sys::mkdir_at(cur.as_fd(), &name, IMPLICIT_DIR_MODE) {
-                        Ok(()) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                        Err(e) => return Err(e),
-                    }
-                    open_subdir(cur.as_fd(), &name)?
-                }
-                Err(e) => return Err(e),
-            };
+            cur = open_subdir(cur.as_fd(), &cname(comp)?)?;
         }
         Ok(cur)
+    }
+
+    /// Forgets the open directories (after a directory was removed: an
+    /// fd of it or beneath it would point at a deleted directory).
+    pub fn forget(&mut self) {
+        self.open.clear();
+        if let Ok(root) = self.root.try_clone() {
+            self.open.insert(Vec::new(), root);
+        }
+    }
+}
+
+fn open_or_create(dir: BorrowedFd<'_>, comp: &[u8]) -> io::Result<OwnedFd> {
+    let name = cname(comp)?;
+    match open_subdir(dir, &name) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            match sys::mkdir_at(dir, &name, IMPLICIT_DIR_MODE) {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+                _ => {}
+            }
+            open_subdir(dir, &name)
+        }
+        r => r,
     }
 }
 
