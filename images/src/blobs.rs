@@ -128,8 +128,13 @@ pub struct Partial {
     expected: Digest,
     file: File,
     hasher: Hasher,
+    /// Bytes hashed but not yet written (writes go out in 1 MiB pieces).
+    pending: Vec<u8>,
     _lock: FileLock,
 }
+
+/// Size of the write buffer of a download.
+const PENDING: usize = 1 << 20;
 
 impl Partial {
     /// Opens (creating) and locks the partial file of blob `expected`,
@@ -161,6 +166,7 @@ impl Partial {
             expected: expected.clone(),
             file,
             hasher: Hasher::new(),
+            pending: Vec::with_capacity(PENDING),
             _lock: lock,
             path,
         };
@@ -185,7 +191,18 @@ impl Partial {
             .and_then(|()| self.file.seek(SeekFrom::Start(0)).map(drop))
             .map_err(|e| Error::io("truncate", &self.path, e))?;
         self.hasher = Hasher::new();
+        self.pending.clear();
         Ok(())
+    }
+
+    /// Writes out what is buffered (kept for a resume, too).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.pending);
+        self.pending.clear();
+        r.map_err(|e| Error::io("write", &self.path, e))
     }
 
     fn rehash(&mut self) -> Result<()> {
@@ -218,14 +235,17 @@ impl Partial {
             });
         }
         self.hasher.update(bytes);
-        self.file
-            .write_all(bytes)
-            .map_err(|e| Error::io("write", &self.path, e))
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= PENDING {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Checks size and digest; on success renames the file into
     /// `blobs/`, else deletes it.
-    pub fn commit(self, size: Option<u64>, what: &str) -> Result<PathBuf> {
+    pub fn commit(mut self, size: Option<u64>, what: &str) -> Result<PathBuf> {
+        self.flush()?;
         let len = self.hasher.len();
         if let Some(size) = size.filter(|&s| s != len) {
             self.discard();
@@ -250,11 +270,12 @@ impl Partial {
             .map_err(|e| Error::io("fsync", &self.path, e))?;
         std::fs::rename(&self.path, &self.dest)
             .map_err(|e| Error::io("rename into", &self.dest, e))?;
-        Ok(self.dest)
+        Ok(self.dest.clone())
     }
 
     /// Deletes the partial file (its content is known to be bad).
-    pub fn discard(&self) {
+    pub fn discard(&mut self) {
+        self.pending.clear();
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -265,5 +286,12 @@ fn same_inode(file: &File, path: &Path) -> bool {
     match (file.metadata(), std::fs::metadata(path)) {
         (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
         _ => false,
+    }
+}
+
+impl Drop for Partial {
+    /// Keeps what arrived before an interruption, for a resume.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
