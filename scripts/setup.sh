@@ -14,7 +14,7 @@ need_pkgs=(
   qemu-system-x86 busybox-static cpio e2fsprogs kmod attr fuse3
   libacl1-dev libseccomp-dev libcap-ng-dev pkg-config xfsprogs dosfstools
   util-linux procps lz4 btrfs-progs
-  docker-registry skopeo umoci
+  docker-registry skopeo umoci mmdebstrap
 )
 
 missing=()
