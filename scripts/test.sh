@@ -25,8 +25,8 @@ cargo fmt --all --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo build --release (binaries)"
-cargo build --workspace --release --bins --locked
+step "cargo build --release (binaries and the SDK examples)"
+cargo build --workspace --release --bins --examples --locked
 
 step "cargo test --release"
 cargo test --workspace --release --locked "$@"

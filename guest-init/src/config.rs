@@ -56,11 +56,45 @@ pub struct GuestConfig {
     pub mounts: Vec<GuestMount>,
     /// Where the command's stdout and stderr go.
     pub stdio: StdioChannels,
+    /// An image root: a read-only lower tree with a writable upper layer,
+    /// merged with overlayfs into the command's root (instead of
+    /// `rootfs_tag`).
+    #[serde(default)]
+    pub root_overlay: Option<RootOverlay>,
     /// Sandbox mode: instead of running `command` (which is then empty),
     /// serve the agent protocol ([`crate::protocol`]) on this channel until
     /// the host asks for a shutdown.
     #[serde(default)]
     pub agent: Option<AgentChannel>,
+}
+
+/// The root filesystem of an image: its tree shared read-only, writes going
+/// to a layer of this VM's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootOverlay {
+    /// virtio-fs tag of the read-only image tree.
+    pub lower_tag: String,
+    /// Where writes go.
+    pub upper: UpperLayer,
+}
+
+/// The writable layer of an image root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum UpperLayer {
+    /// Memory (gone with the VM): `msb run`.
+    Tmpfs {
+        /// Size limit in bytes (kernel default when absent).
+        #[serde(default)]
+        size_bytes: Option<u64>,
+    },
+    /// A disk of the sandbox's own (kept across stop/start), found by its
+    /// serial; its filesystem is detected.
+    Block {
+        /// The serial the launcher gave the disk.
+        serial: String,
+    },
 }
 
 /// Where the agent talks to the host.
@@ -262,6 +296,9 @@ impl GuestConfig {
                 ));
             }
         }
+        if self.rootfs_tag.is_some() && self.root_overlay.is_some() {
+            return Err("rootfs_tag and root_overlay exclude each other".into());
+        }
         if let Some(w) = &self.workdir {
             if !w.starts_with('/') {
                 return Err(format!("workdir {w:?} must be absolute"));
@@ -313,6 +350,7 @@ mod tests {
                     path: "/dev/ttyS0".into(),
                 },
             },
+            root_overlay: None,
             agent: None,
         }
     }

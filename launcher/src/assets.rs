@@ -91,8 +91,13 @@ pub fn find_daemon() -> Result<PathBuf, RunError> {
 }
 
 impl Assets {
-    /// Resolves every asset; `kernel`/`initramfs` override the defaults.
+    /// Resolves every asset; `kernel`/`initramfs` (else `$MSB_KERNEL` /
+    /// `$MSB_INITRAMFS`, as on the command line) override the defaults.
     pub fn locate(kernel: Option<&Path>, initramfs: Option<&Path>) -> Result<Assets, RunError> {
+        let from_env = |var: &str| std::env::var_os(var).map(PathBuf::from);
+        let (env_kernel, env_initramfs) = (from_env("MSB_KERNEL"), from_env("MSB_INITRAMFS"));
+        let kernel = kernel.or(env_kernel.as_deref());
+        let initramfs = initramfs.or(env_initramfs.as_deref());
         Ok(Assets {
             // The uncompressed ELF boots through PVH, skipping decompression
             // and real-mode setup; the bzImage is the fallback.

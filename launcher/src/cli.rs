@@ -213,6 +213,21 @@ pub struct RunArgs {
     #[command(flatten)]
     pub machine: MachineArgs,
 
+    /// Forward stdin to the command (`echo hi | msb run -i -- cat`).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
+    /// Run the command on a pseudo-terminal (implies -i), e.g.
+    /// `msb run -t -- sh`.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// OCI image of the root filesystem, pulled when not in the store, e.g.
+    /// `--image alpine:latest`; writes go to a layer that is gone with the
+    /// VM [default: the embedded root, msb-init + busybox].
+    #[arg(long)]
+    pub image: Option<String>,
+
     /// Stop the VM after this many seconds (exit status 124), e.g.
     /// `--timeout 30`.
     #[arg(long, value_name = "SECS")]

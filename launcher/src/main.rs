@@ -66,7 +66,7 @@ fn main() {
         }
         Command::SandboxSupervisor(args) => {
             init_logging(LogLevel::Info);
-            std::process::exit(msb::sandbox::supervisor::main(&args.name));
+            std::process::exit(msb::sandbox::supervisor::main(&args.name, &args.home));
         }
         Command::Create(a) => {
             init_logging(a.log_level);

@@ -3,7 +3,9 @@
 pub mod daemon_proc;
 pub mod host_tools;
 pub mod msb_proc;
+pub mod oci_image;
 pub mod procs;
 pub mod qemu;
+pub mod sandbox_env;
 pub mod vhost_driver;
 pub mod vm_turn;

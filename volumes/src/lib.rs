@@ -31,7 +31,7 @@ mod provision;
 mod recovery;
 mod store;
 
-pub use disk::{find_mkfs, MKFS_ENV};
+pub use disk::{find_mkfs, make_ext4, MKFS_ENV};
 pub use error::{Error, Result};
 pub use fs::{Entry, EntryKind, VolumeFs, DIR_MODE, FILE_MODE};
 pub use lease::{Lease, LeaseRequest};

@@ -95,8 +95,14 @@ fn setup_and_run(timings: &mut GuestTimings) -> Result<GuestStatus, GuestStatus>
         console(&format!("cannot write {booted}: {e}"));
     }
 
-    let root = match &config.rootfs_tag {
-        Some(tag) => {
+    let root = match (&config.rootfs_tag, &config.root_overlay) {
+        (_, Some(overlay)) => {
+            mounts::mount_root_overlay(overlay, NEW_ROOT)
+                .map_err(|m| failed(InitStage::Mount, m))?;
+            mounts::mount_system(NEW_ROOT).map_err(|m| failed(InitStage::Mount, m))?;
+            NEW_ROOT
+        }
+        (Some(tag), None) => {
             sys::mkdir_all(NEW_ROOT)
                 .map_err(|e| failed(InitStage::Mount, format!("mkdir {NEW_ROOT}: {e}")))?;
             sys::mount(tag, NEW_ROOT, "virtiofs", 0, "")
@@ -104,7 +110,7 @@ fn setup_and_run(timings: &mut GuestTimings) -> Result<GuestStatus, GuestStatus>
             mounts::mount_system(NEW_ROOT).map_err(|m| failed(InitStage::Mount, m))?;
             NEW_ROOT
         }
-        None => "",
+        (None, None) => "",
     };
     for m in &config.mounts {
         mounts::apply(root, m).map_err(|msg| failed(InitStage::Mount, msg))?;

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use super::{fstype, modules, sys};
-use crate::config::{GuestMount, MountFlags};
+use crate::config::{GuestMount, MountFlags, RootOverlay, UpperLayer};
 
 /// How long to wait for a disk to show up in /sys/block.
 const DEVICE_WAIT: Duration = Duration::from_secs(5);
@@ -90,6 +90,49 @@ pub fn apply(root: &str, mount: &GuestMount) -> Result<(), String> {
                 .map_err(|e| fail(format!("{dev} as {fstype}: {e}")))
         }
     }
+}
+
+/// Where an image root's lower tree and upper layer are mounted.
+const OVERLAY_LOWER: &str = "/run/msb-root/lower";
+/// See [`OVERLAY_LOWER`].
+const OVERLAY_UPPER: &str = "/run/msb-root/upper";
+
+/// Mounts an image root at `target`: the image tree (virtio-fs, read-only)
+/// under a writable layer (tmpfs or the sandbox's disk), merged by
+/// overlayfs. The upper layer keeps `upper/` and overlayfs's `work/` side
+/// by side, so a disk can be reused across restarts.
+pub fn mount_root_overlay(o: &RootOverlay, target: &str) -> Result<(), String> {
+    let fail = |what: String| format!("image root: {what}");
+    for dir in [OVERLAY_LOWER, OVERLAY_UPPER, target] {
+        sys::mkdir_all(dir).map_err(|e| fail(format!("mkdir {dir}: {e}")))?;
+    }
+    sys::mount(&o.lower_tag, OVERLAY_LOWER, "virtiofs", libc::MS_RDONLY, "")
+        .map_err(|e| fail(format!("image tree (tag {:?}): {e}", o.lower_tag)))?;
+    match &o.upper {
+        UpperLayer::Tmpfs { size_bytes } => {
+            let data = size_bytes.map(|s| format!("size={s}")).unwrap_or_default();
+            sys::mount("tmpfs", OVERLAY_UPPER, "tmpfs", 0, &data)
+                .map_err(|e| fail(format!("tmpfs upper layer: {e}")))?;
+        }
+        UpperLayer::Block { serial } => {
+            let dev = find_disk(serial).map_err(fail)?;
+            let fstype = sniff(&dev).map_err(fail)?;
+            modules::load_for_fstype(fstype).map_err(fail)?;
+            sys::mount(&dev, OVERLAY_UPPER, fstype, 0, "")
+                .map_err(|e| fail(format!("upper layer {dev} as {fstype}: {e}")))?;
+        }
+    }
+    let (upper, work) = (
+        format!("{OVERLAY_UPPER}/upper"),
+        format!("{OVERLAY_UPPER}/work"),
+    );
+    for dir in [&upper, &work] {
+        sys::mkdir_all(dir).map_err(|e| fail(format!("mkdir {dir}: {e}")))?;
+    }
+    modules::load_for_fstype("overlay").map_err(fail)?;
+    let data = format!("lowerdir={OVERLAY_LOWER},upperdir={upper},workdir={work}");
+    sys::mount("overlay", target, "overlay", 0, &data)
+        .map_err(|e| fail(format!("overlay on {target}: {e}")))
 }
 
 /// The /dev path of the virtio disk whose serial is `serial`.

@@ -7,7 +7,7 @@
 
 pub mod args;
 mod output;
-mod progress;
+pub(crate) mod progress;
 
 use std::io::BufRead;
 
@@ -46,11 +46,13 @@ fn finish(r: Outcome) -> i32 {
     }
 }
 
-/// Whether a sandbox uses the image. No sandbox runs from images yet
-/// (`msb run --image` is wired on top of this store separately), so none
-/// does; the sandbox registry answers here once it exists.
-pub fn in_use(_id: &ImageId) -> bool {
-    false
+/// Whether a sandbox (running or stopped) was created from the image: such
+/// an image is kept until the sandbox is removed.
+pub fn in_use(id: &ImageId) -> bool {
+    match volumes::default_home() {
+        Ok(home) => crate::sandbox::lifecycle::image_in_use(&home, id),
+        Err(_) => true,
+    }
 }
 
 fn platform(text: &Option<String>) -> Result<Option<Platform>, Failure> {

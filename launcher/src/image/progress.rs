@@ -52,7 +52,9 @@ impl Screen {
 
 fn bar(done: u64, total: u64) -> String {
     const WIDTH: u64 = 30;
-    let filled = (done.min(total) * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let filled = (done.min(total) * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH);
     format!(
         "[{}{}] {} / {}",
         "=".repeat(filled as usize),

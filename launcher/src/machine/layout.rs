@@ -9,12 +9,13 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use guest_init::config::{GuestMount, CONTROL_TAG};
+use guest_init::config::{GuestMount, RootOverlay, UpperLayer, CONTROL_TAG};
 
 use crate::exit::RunError;
 use crate::process::{Supervised, PASSED_FD};
 use crate::spec::MountSpec;
-use crate::vmm::{Disk, FsShare};
+use super::image::{ImageRootfs, Upper};
+use crate::vmm::{Disk, DiskFormat, FsShare};
 
 /// Request queues per virtio-fs device.
 const FS_QUEUES: u32 = 1;
@@ -22,6 +23,10 @@ const FS_QUEUES: u32 = 1;
 const FS_QUEUE_SIZE: u32 = 1024;
 /// virtio-fs tag of the `--rootfs` share.
 const ROOTFS_TAG: &str = "msb-root";
+/// virtio-fs tag of an image's read-only tree.
+const IMAGE_TAG: &str = "msb-image";
+/// Serial of a sandbox's writable-layer disk.
+const UPPER_SERIAL: &str = "msb-upper";
 
 /// The private directory of one run, removed on drop.
 pub(crate) struct RunDir {
@@ -95,6 +100,8 @@ pub(crate) struct Layout {
     pub(crate) disks: Vec<Disk>,
     pub(crate) guest_mounts: Vec<GuestMount>,
     pub(crate) rootfs_tag: Option<String>,
+    /// The image root, when the VM boots from an image.
+    pub(crate) root_overlay: Option<RootOverlay>,
 }
 
 impl Layout {
@@ -102,6 +109,7 @@ impl Layout {
     pub(crate) fn new(
         mounts: &[MountSpec],
         rootfs: Option<&Path>,
+        image: Option<&ImageRootfs>,
         control: &Path,
     ) -> Result<Layout, RunError> {
         let share = |tag: &str, host: &Path, readonly, args| ShareSource {
@@ -122,11 +130,35 @@ impl Layout {
             disks: Vec::new(),
             guest_mounts: Vec::new(),
             rootfs_tag: rootfs.map(|_| ROOTFS_TAG.to_string()),
+            root_overlay: None,
         };
         if let Some(root) = rootfs {
             layout
                 .shares
                 .push(share(ROOTFS_TAG, root, false, Vec::new()));
+        }
+        if let Some(img) = image {
+            // The image's owners and modes are in its stat records.
+            let args = vec!["--stat-virtualization".into(), "strict".into()];
+            layout.shares.push(share(IMAGE_TAG, &img.tree, true, args));
+            let upper = match &img.upper {
+                Upper::Tmpfs => UpperLayer::Tmpfs { size_bytes: None },
+                Upper::Disk(path) => {
+                    layout.disks.push(Disk {
+                        path: path.clone(),
+                        format: DiskFormat::Raw,
+                        readonly: false,
+                        serial: UPPER_SERIAL.into(),
+                    });
+                    UpperLayer::Block {
+                        serial: UPPER_SERIAL.into(),
+                    }
+                }
+            };
+            layout.root_overlay = Some(RootOverlay {
+                lower_tag: IMAGE_TAG.into(),
+                upper,
+            });
         }
         for (i, m) in mounts.iter().enumerate() {
             let mount = match m {

@@ -8,6 +8,7 @@
 //! first, then the daemons, then the run directory, then the leases
 //! (nothing serves a volume any more by then).
 
+pub mod image;
 mod layout;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use crate::spec::{self, MountSpec};
 use crate::vmm::ch_events::{self, ChLifecycle, Flow};
 use crate::vmm::{self, Accel, VmPlan, VmmKind};
 pub(crate) use layout::RunDir;
+pub use image::{ImageRootfs, Upper};
 use layout::{start_daemon, Layout};
 
 /// Base kernel command line (backends add the console).
@@ -205,7 +207,11 @@ impl Machine {
     /// leasing them for the machine's life), makes the run directory,
     /// starts one daemon per share and writes the guest config. The VMM is
     /// not started yet.
-    pub fn prepare(checked: Checked, role: GuestRole) -> Result<Machine, RunError> {
+    pub fn prepare(
+        checked: Checked,
+        role: GuestRole,
+        image: Option<ImageRootfs>,
+    ) -> Result<Machine, RunError> {
         let resolved = crate::volume::mounts::resolve(checked.mounts)?;
         let dir = RunDir::create()?;
         let path = dir.path.clone();
@@ -213,7 +219,15 @@ impl Machine {
         let control = path.join("control");
         std::fs::create_dir(&control)
             .map_err(|e| RunError::launcher(format!("{}: {e}", control.display())))?;
-        let layout = Layout::new(&resolved.mounts, checked.rootfs.as_deref(), &control)?;
+        if image.is_some() && checked.rootfs.is_some() {
+            return Err(RunError::usage("--rootfs and --image exclude each other"));
+        }
+        let layout = Layout::new(
+            &resolved.mounts,
+            checked.rootfs.as_deref(),
+            image.as_ref(),
+            &control,
+        )?;
         let agent = matches!(role, GuestRole::Agent);
         // A sandbox's guest never opens its output ports: plain files keep
         // the VMM from waiting on a FIFO reader.
@@ -259,14 +273,22 @@ impl Machine {
             GuestRole::Command(c) => (c, None),
             GuestRole::Agent => (Vec::new(), Some(agent_channel(checked.kind))),
         };
+        // The image's environment and workdir, the user's on top.
+        let (mut env, mut workdir) = (Vec::new(), None);
+        if let Some(img) = &image {
+            env.extend(img.config.env.iter().cloned());
+            workdir = img.config.working_dir.clone();
+        }
+        env.extend(checked.env);
         let config = GuestConfig {
             version: CONFIG_VERSION,
             command,
-            env: checked.env,
-            workdir: checked.workdir,
+            env,
+            workdir: checked.workdir.or(workdir),
             uid: 0,
             gid: 0,
             rootfs_tag: layout.rootfs_tag,
+            root_overlay: layout.root_overlay,
             mounts: layout.guest_mounts,
             stdio: vmm::guest_stdio(checked.kind),
             agent,

@@ -12,6 +12,7 @@
 //!    children are stopped and reaped and the run directory removed on every
 //!    path (the [`Session`] drop order guarantees it).
 
+mod interactive;
 mod output;
 pub mod signals;
 
@@ -41,7 +42,28 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     let checked = machine::check(&args.machine)?;
     phase(start, "checked");
     signals::install();
-    let mut machine = Machine::prepare(checked, GuestRole::Command(args.command.clone()))?;
+    let image = match &args.image {
+        Some(reference) => {
+            let home = volumes::default_home().map_err(|e| RunError::launcher(e.to_string()))?;
+            Some(machine::image::resolve(
+                &home,
+                reference,
+                machine::Upper::Tmpfs,
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            )?)
+        }
+        None => None,
+    };
+    phase(start, "image-ready");
+    if args.interactive || args.tty {
+        let machine = Machine::prepare(checked, GuestRole::Agent, image)?;
+        return interactive::run(machine, &args.command, args.tty, args.timeout);
+    }
+    let mut machine = Machine::prepare(
+        checked,
+        GuestRole::Command(args.command.clone()),
+        image,
+    )?;
     phase(start, "daemons-started");
 
     let plan = machine.plan().clone();

@@ -25,12 +25,27 @@ use guest_init::protocol::{
 use super::error::{Error, Result};
 use crate::vmm::VmmKind;
 
-/// Whether `frame` is the last one of its session.
-pub fn ends_session(frame: &Frame) -> bool {
-    matches!(frame.kind, Kind::Exited | Kind::FsDone | Kind::Error) && frame.session != 0
+/// Whether `frame` is the last one of its session, given whether the
+/// session's process has started: `Exited` and `FsDone` always end it; an
+/// `Error` ends it only before `Started` (a refused exec, a failed file
+/// operation) — after that the agent's errors answer a bad Resize, Signal
+/// or Stdin, and the process runs on to its `Exited`.
+pub fn ends_session(frame: &Frame, started: bool) -> bool {
+    frame.session != 0
+        && match frame.kind {
+            Kind::Exited | Kind::FsDone => true,
+            Kind::Error => !started,
+            _ => false,
+        }
 }
 
-type Routes = Arc<Mutex<HashMap<u32, Sender<Frame>>>>;
+/// Where a session's frames go, and whether its process has started.
+struct Route {
+    tx: Sender<Frame>,
+    started: bool,
+}
+
+type Routes = Arc<Mutex<HashMap<u32, Route>>>;
 
 /// A live connection to the guest agent.
 pub struct AgentLink {
@@ -119,7 +134,7 @@ impl AgentLink {
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+            .insert(id, Route { tx, started: false });
         Ok((id, rx))
     }
 
@@ -192,11 +207,13 @@ fn read_loop(
             }
             _ => {
                 let mut map = routes.lock().unwrap_or_else(|p| p.into_inner());
-                let last = ends_session(&frame);
                 let session = frame.session;
-                if let Some(tx) = map.get(&session) {
-                    let _ = tx.send(frame);
-                }
+                let Some(route) = map.get_mut(&session) else {
+                    continue;
+                };
+                route.started |= frame.kind == Kind::Started;
+                let last = ends_session(&frame, route.started);
+                let _ = route.tx.send(frame);
                 if last {
                     map.remove(&session);
                 }
@@ -258,5 +275,21 @@ fn hybrid_vsock_handshake(stream: &UnixStream) -> std::io::Result<()> {
             "vsock handshake answered {:?}",
             line.trim()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_end_a_session_only_before_it_started() {
+        let f = |kind, session| Frame::data(kind, session, b"");
+        assert!(ends_session(&f(Kind::Exited, 3), true));
+        assert!(ends_session(&f(Kind::FsDone, 3), false));
+        assert!(ends_session(&f(Kind::Error, 3), false));
+        assert!(!ends_session(&f(Kind::Error, 3), true));
+        assert!(!ends_session(&f(Kind::Stdout, 3), true));
+        assert!(!ends_session(&f(Kind::Error, 0), false));
     }
 }

@@ -12,6 +12,7 @@ use guest_init::protocol::{
     ShutdownRequest, SignalRequest, WindowSize, MAX_PAYLOAD, PROTOCOL_VERSION,
 };
 
+use super::agent_link::AgentLink;
 use super::error::{Error, Result};
 
 /// Session id a client uses for its one session per connection.
@@ -88,30 +89,36 @@ pub enum ExecEvent {
     Exited(Exited),
 }
 
-/// A process running in a sandbox.
+/// Sends one frame of a session.
+type FrameSender = Arc<dyn Fn(Frame) -> Result<()> + Send + Sync>;
+/// Receives the next frame of a session (`None` once the transport ended).
+type FrameReceiver = Box<dyn FnMut() -> Result<Option<Frame>> + Send>;
+
+/// A process running in a sandbox, reached through a supervisor's control
+/// socket ([`ExecSession::start`]) or straight through an agent link
+/// ([`ExecSession::over_agent`], for `msb run -i`).
 pub struct ExecSession {
-    conn: Connection,
+    send: FrameSender,
+    recv: FrameReceiver,
+    session: u32,
     done: bool,
+    started: bool,
 }
 
 /// Sends input, resizes and signals to an [`ExecSession`] from another
 /// thread.
 #[derive(Clone)]
 pub struct ExecInput {
-    writer: Arc<Mutex<UnixStream>>,
+    send: FrameSender,
+    session: u32,
 }
 
 impl ExecInput {
-    fn send(&self, frame: &Frame) -> Result<()> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        write_frame(&mut *w, frame).map_err(io_err)
-    }
-
     /// Sends bytes to the process's stdin.
     pub fn write(&self, bytes: &[u8]) -> Result<()> {
         for chunk in bytes.chunks(MAX_PAYLOAD) {
             if !chunk.is_empty() {
-                self.send(&Frame::data(Kind::Stdin, SESSION, chunk))?;
+                (self.send)(Frame::data(Kind::Stdin, self.session, chunk))?;
             }
         }
         Ok(())
@@ -119,39 +126,70 @@ impl ExecInput {
 
     /// Closes the process's stdin.
     pub fn close(&self) -> Result<()> {
-        self.send(&Frame::data(Kind::Stdin, SESSION, &[]))
+        (self.send)(Frame::data(Kind::Stdin, self.session, &[]))
     }
 
     /// Resizes the process's pty.
     pub fn resize(&self, size: WindowSize) -> Result<()> {
-        self.send(&Frame::json(Kind::Resize, SESSION, &size))
+        (self.send)(Frame::json(Kind::Resize, self.session, &size))
     }
 
     /// Sends a signal to the process's group.
     pub fn signal(&self, signal: i32) -> Result<()> {
-        self.send(&Frame::json(
+        (self.send)(Frame::json(
             Kind::Signal,
-            SESSION,
+            self.session,
             &SignalRequest { signal },
         ))
     }
 }
 
+fn check_request(req: &ExecRequest) -> Result<()> {
+    if req.argv.is_empty() || req.argv[0].is_empty() {
+        return Err(Error::Invalid("exec: empty command".into()));
+    }
+    Ok(())
+}
+
 impl ExecSession {
     /// Starts `req` in the sandbox whose control socket is `socket`.
     pub fn start(socket: &Path, sandbox: &str, req: &ExecRequest) -> Result<ExecSession> {
-        if req.argv.is_empty() || req.argv[0].is_empty() {
-            return Err(Error::Invalid("exec: empty command".into()));
-        }
-        let conn = Connection::open(socket, sandbox)?;
+        check_request(req)?;
+        let mut conn = Connection::open(socket, sandbox)?;
         conn.send(&Frame::json(Kind::Exec, SESSION, req))?;
-        Ok(ExecSession { conn, done: false })
+        let writer = conn.writer.clone();
+        let send: FrameSender = Arc::new(move |f: Frame| {
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            write_frame(&mut *w, &f).map_err(io_err)
+        });
+        Ok(ExecSession {
+            send,
+            recv: Box::new(move || conn.next()),
+            session: SESSION,
+            done: false,
+            started: false,
+        })
+    }
+
+    /// Starts `req` through the agent link of a VM this process owns.
+    pub fn over_agent(link: Arc<AgentLink>, req: &ExecRequest) -> Result<ExecSession> {
+        check_request(req)?;
+        let (session, rx) = link.open_session()?;
+        link.send(&Frame::json(Kind::Exec, session, req))?;
+        Ok(ExecSession {
+            send: Arc::new(move |f: Frame| link.send(&f)),
+            recv: Box::new(move || Ok(rx.recv().ok())),
+            session,
+            done: false,
+            started: false,
+        })
     }
 
     /// A handle for stdin, resizes and signals.
     pub fn input(&self) -> ExecInput {
         ExecInput {
-            writer: self.conn.writer.clone(),
+            send: self.send.clone(),
+            session: self.session,
         }
     }
 
@@ -161,7 +199,7 @@ impl ExecSession {
             return Err(Error::Agent("exec session already ended".into()));
         }
         loop {
-            let Some(f) = self.conn.next()? else {
+            let Some(f) = (self.recv)()? else {
                 return Err(Error::Agent(
                     "the sandbox went away before the command ended".into(),
                 ));
@@ -173,22 +211,15 @@ impl ExecSession {
                     self.done = true;
                     return Ok(ExecEvent::Exited(f.parse().map_err(Error::Agent)?));
                 }
-                Kind::Error => {
+                Kind::Started => self.started = true,
+                Kind::Error if !self.started => {
                     self.done = true;
                     return Err(Error::Agent(error_text(&f)));
                 }
+                // After Started an error answers a bad resize, signal or
+                // stdin frame; the process goes on.
+                Kind::Error => tracing::warn!("sandbox: {}", error_text(&f)),
                 _ => {}
-            }
-        }
-    }
-
-    /// Runs to the end, writing output to `out` and `err`.
-    pub fn wait_with(mut self, out: &mut dyn Write, err: &mut dyn Write) -> Result<Exited> {
-        loop {
-            match self.next_event()? {
-                ExecEvent::Stdout(b) => out.write_all(&b).map_err(io_err)?,
-                ExecEvent::Stderr(b) => err.write_all(&b).map_err(io_err)?,
-                ExecEvent::Exited(e) => return Ok(e),
             }
         }
     }

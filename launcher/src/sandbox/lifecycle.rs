@@ -32,6 +32,12 @@ pub fn create(home: &Path, name: &str, spec: &SandboxSpec) -> Result<()> {
     // (relative host paths resolve against this process's directory, which
     // is where the spec's `cwd` came from).
     machine::check(&spec.machine)?;
+    if let Some(reference) = &spec.image {
+        // Pull (with progress on a terminal) and build the root now, so a
+        // bad or missing image is reported before the name is taken.
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        machine::image::resolve(home, reference, machine::Upper::Tmpfs, tty)?;
+    }
     let mut store = SandboxStore::open(home)?;
     store.insert(name, spec)?;
     if let Err(e) = spawn_supervisor(&store, name) {
@@ -98,14 +104,25 @@ pub fn remove(home: &Path, name: &str, force: bool) -> Result<()> {
     store.delete(name)
 }
 
-/// Every sandbox.
+/// Every sandbox (what crashed supervisors left on disk is removed on the
+/// way).
 pub fn list(home: &Path) -> Result<Vec<SandboxRecord>> {
-    SandboxStore::open(home)?.list()
+    let store = SandboxStore::open(home)?;
+    let list = store.list()?;
+    for r in list.iter().filter(|r| r.status() == Status::Crashed) {
+        clean_after_crash(&store, &r.name)?;
+    }
+    Ok(list)
 }
 
 /// One sandbox.
 pub fn inspect(home: &Path, name: &str) -> Result<SandboxRecord> {
-    SandboxStore::open(home)?.get(name)
+    let store = SandboxStore::open(home)?;
+    let rec = store.get(name)?;
+    if rec.status() == Status::Crashed {
+        clean_after_crash(&store, name)?;
+    }
+    Ok(rec)
 }
 
 /// The control socket of a running sandbox, or why there is none.
@@ -184,6 +201,8 @@ fn spawn_supervisor(store: &SandboxStore, name: &str) -> Result<()> {
     let mut cmd = Command::new(&bin);
     cmd.arg(SUPERVISOR_COMMAND)
         .arg(name)
+        .arg("--home")
+        .arg(store.home())
         .env(volumes::HOME_ENV, store.home())
         .current_dir("/")
         .stdin(Stdio::null())
@@ -257,4 +276,19 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
         use std::os::fd::FromRawFd;
         (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
     })
+}
+
+/// Whether any sandbox (running or not) was created from the image `id`
+/// (`msb image rm` refuses such an image).
+pub fn image_in_use(home: &Path, id: &images::ImageId) -> bool {
+    let (Ok(store), Ok(images)) = (SandboxStore::open(home), images::Store::open(home)) else {
+        // When in doubt, keep the image.
+        return true;
+    };
+    let Ok(list) = store.list() else {
+        return true;
+    };
+    list.iter()
+        .filter_map(|r| r.spec.image.as_deref())
+        .any(|reference| matches!(images.find(reference), Ok(Some(img)) if &img.id == id))
 }

@@ -45,6 +45,8 @@ const POWEROFF_WAIT: Duration = Duration::from_secs(15);
 /// File in the sandbox directory naming the supervisor's run directory,
 /// so it can be removed if the supervisor is killed.
 pub const RUN_DIR_NOTE: &str = "run-dir";
+/// The sandbox's writable layer over its image (in its directory).
+pub const UPPER_DISK: &str = "upper.raw";
 
 /// Why the supervisor is stopping.
 #[derive(Default)]
@@ -56,11 +58,11 @@ struct StopFlags {
 }
 
 /// Runs the supervisor of `name`; returns the process exit status.
-pub fn main(name: &str) -> i32 {
+pub fn main(name: &str, home: &std::path::Path) -> i32 {
     // SAFETY: the starter passes the write end of its ready pipe as fd 3
     // and nothing else in this process owns that descriptor.
     let mut ready = unsafe { File::from_raw_fd(PASSED_FD) };
-    match supervise(name, &mut ready) {
+    match supervise(name, home, &mut ready) {
         Ok(()) => 0,
         Err(e) => {
             let _ = writeln!(ready, "error: {e}");
@@ -90,9 +92,8 @@ impl Drop for Ownership {
     }
 }
 
-fn supervise(name: &str, ready: &mut File) -> Result<()> {
-    let home = volumes::default_home()?;
-    let mut store = SandboxStore::open(&home)?;
+fn supervise(name: &str, home: &std::path::Path, ready: &mut File) -> Result<()> {
+    let mut store = SandboxStore::open(home)?;
     if !store.claim(name, ProcessId::current())? {
         return Err(Error::InvalidState(format!(
             "sandbox {name:?} is not waiting for a supervisor"
@@ -106,19 +107,22 @@ fn supervise(name: &str, ready: &mut File) -> Result<()> {
     };
     signals::install();
     std::env::set_current_dir(&spec.cwd).map_err(|e| Error::io(&spec.cwd, e))?;
-    if let Some(image) = &spec.image {
-        own.end = (
-            Status::Stopped,
-            Some("image roots are not supported yet".into()),
-        );
-        return Err(Error::Invalid(format!(
-            "image {image:?}: OCI images are not supported yet; create the sandbox \
-             without an image (the default root has busybox) or use --rootfs DIR"
-        )));
-    }
     let checked = machine::check(&spec.machine)?;
+    let image = match &spec.image {
+        Some(reference) => {
+            let upper = machine::Upper::Disk(own.store.dir(name).join(UPPER_DISK));
+            match machine::image::resolve(own.store.home(), reference, upper, false) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    own.end = (Status::Stopped, Some(e.message.clone()));
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
     let deadline = Instant::now() + checked.boot_timeout;
-    let mut machine = match Machine::prepare(checked, GuestRole::Agent) {
+    let mut machine = match Machine::prepare(checked, GuestRole::Agent, image) {
         Ok(m) => m,
         Err(e) => {
             own.end = (Status::Stopped, Some(e.message.clone()));
@@ -333,8 +337,10 @@ fn serve_client(stream: UnixStream, link: &Arc<AgentLink>, flags: &StopFlags) ->
                     .insert(client_id, agent_id);
                 let (writer, sessions) = (writer.clone(), sessions.clone());
                 std::thread::spawn(move || {
+                    let mut started = false;
                     for mut f in rx {
-                        let last = ends_session(&f);
+                        started |= f.kind == Kind::Started;
+                        let last = ends_session(&f, started);
                         f.session = client_id;
                         let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
                         if write_frame(&mut *w, &f).is_err() || last {

@@ -164,4 +164,9 @@ pub struct RmArgs {
 pub struct SupervisorArgs {
     /// The sandbox to supervise.
     pub name: String,
+
+    /// The state directory it lives in (also in the command line, so the
+    /// process shows which `MSB_HOME` it belongs to).
+    #[arg(long)]
+    pub home: std::path::PathBuf,
 }

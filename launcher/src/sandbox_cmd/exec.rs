@@ -98,7 +98,14 @@ fn run_session(
     timeout: Option<u64>,
 ) -> Result<i32> {
     let socket = lifecycle::control_socket(home, name)?;
-    let mut session = ExecSession::start(&socket, name, req)?;
+    let session = ExecSession::start(&socket, name, req)?;
+    drive(session, req, timeout)
+}
+
+/// Runs an exec session on this terminal to its end: output streamed,
+/// stdin forwarded when `req.stdin`, the terminal raw with a pty, signals
+/// to `msb` passed on; returns the exit status (`msb exec`, `msb run -i`).
+pub fn drive(mut session: ExecSession, req: &ExecRequest, timeout: Option<u64>) -> Result<i32> {
     let input = session.input();
     let _raw = if req.tty.is_some() {
         RawTerminal::enable()
@@ -187,7 +194,7 @@ fn forward_signals(input: ExecInput, tty: bool) {
 }
 
 /// The local terminal's size (24x80 when stdout is not a terminal).
-fn terminal_size() -> WindowSize {
+pub fn terminal_size() -> WindowSize {
     let mut ws: libc::winsize = libc::winsize {
         ws_row: 0,
         ws_col: 0,
