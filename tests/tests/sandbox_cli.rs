@@ -220,7 +220,7 @@ fn killed_supervisor_or_vmm_leaves_nothing_and_start_brings_it_back() {
     let env = SandboxEnv::new("sb-fault");
     env.msb(&["volume", "create", "v"]).expect(0);
     env.msb(&["create", "box", "-v", "v:/v"]).expect(0);
-    for victim in ["sandbox-supervisor", "qemu-system"] {
+    for victim in ["sandbox-supervisor", "qemu-system", "virtiofsd-msb"] {
         let pid = pid_of(&env, victim);
         // SAFETY: kill(2) with plain integers on a process of this test.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
@@ -312,5 +312,66 @@ fn msb_run_i_forwards_stdin_through_the_agent() {
         .msb_stdin(&["run", "--", "cat"], Some(b"ignored\n"))
         .expect(0);
     assert_eq!(plain.stdout, "");
+    env.assert_clean(CLEAN_WITHIN);
+}
+
+#[test]
+fn an_agent_that_stops_answering_is_reported_unhealthy() {
+    let env = SandboxEnv::new("sb-health");
+    env.msb(&["create", "box"]).expect(0);
+    let vmm = pid_of(&env, "qemu-system");
+    // SAFETY: kill(2) with plain integers on a process of this test.
+    assert_eq!(unsafe { libc::kill(vmm, libc::SIGSTOP) }, 0);
+    let wait_for = |want: &str| {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = env.status("box");
+            if st == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < end, "status {st}, wanted {want}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    wait_for("unhealthy");
+    let info = env.msb(&["inspect", "box"]).expect(0);
+    assert!(info.stdout.contains("has not answered"), "{}", info.describe());
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(vmm, libc::SIGCONT) }, 0);
+    wait_for("running");
+    env.msb(&["exec", "box", "--", "true"]).expect(0);
+    env.msb(&["rm", "-f", "box"]).expect(0);
+    env.assert_clean(CLEAN_WITHIN);
+}
+
+#[test]
+fn eight_sandboxes_up_at_once_each_answering() {
+    let env = SandboxEnv::new("sb-eight");
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    for n in &names {
+        env.msb(&["create", n, "--memory", "256M"]).expect(0);
+    }
+    let running = env
+        .list()
+        .iter()
+        .filter(|v| v["status"] == "running")
+        .count();
+    assert_eq!(running, 8);
+    std::thread::scope(|s| {
+        let runs: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let env = &env;
+                s.spawn(move || env.msb(&["exec", n, "--", "sh", "-c", &format!("echo {n}")]))
+            })
+            .collect();
+        for (n, r) in names.iter().zip(runs) {
+            let r = r.join().expect("exec thread").expect(0);
+            assert_eq!(r.stdout, format!("{n}\n"));
+        }
+    });
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    env.msb(&args).expect(0);
     env.assert_clean(CLEAN_WITHIN);
 }

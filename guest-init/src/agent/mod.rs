@@ -7,14 +7,14 @@
 //! the channel, reconnections).
 //!
 //! Threads of a connection:
-//! - the reader ([`connection`]): decodes frames, answers Ping at once,
+//! - the reader (`connection`): decodes frames, answers Ping at once,
 //!   starts sessions, routes stdin, resizes and signals;
-//! - per exec session, a pump ([`session::pump`]: output, timeout, the
-//!   `Exited` frame) and, when it takes stdin, a feeder ([`input`]);
-//! - per fs session, a worker ([`fs`]);
-//! - one process-wide [`reaper`].
+//! - per exec session, a pump (`session::pump`: output, timeout, the
+//!   `Exited` frame) and, when it takes stdin, a feeder (`input`);
+//! - per fs session, a worker (`fs`);
+//! - one process-wide `reaper`.
 //!
-//! Frames from all of them go through one [`sink::FrameSink`], a lock
+//! Frames from all of them go through one `sink::FrameSink`, a lock
 //! around each frame's write.
 
 mod channel;

@@ -51,7 +51,7 @@ fn make_raw_if_tty(file: &File) {
 const PORT_WAIT: Duration = Duration::from_secs(5);
 
 /// The /dev node of the virtio-serial port called `name` (waits up to
-/// [`PORT_WAIT`] for it to appear).
+/// `PORT_WAIT` for it to appear).
 pub fn find_port(name: &str) -> Result<String, String> {
     let deadline = Instant::now() + PORT_WAIT;
     loop {
@@ -165,7 +165,7 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// Kills every process but PID 1 (what the command left running in the
 /// background) and reaps them, so nothing keeps files open on the mounts
-/// about to be unmounted. Gives up after [`KILL_WAIT`] (a process stuck in
+/// about to be unmounted. Gives up after `KILL_WAIT` (a process stuck in
 /// the kernel cannot be reaped; PID 1 must not hang on it).
 pub fn kill_remaining() {
     // SAFETY: kill(2) with pid -1 from PID 1 signals every other process;

@@ -117,7 +117,7 @@ pub enum RegistryCommand {
     /// $MSB_HOME/registry-auth.json, mode 0600) for pulls. Docker's
     /// ~/.docker/config.json auths are used too, without a login here.
     Login {
-        /// Registry host[:port], e.g. `127.0.0.1:5000` or `docker.io`.
+        /// Registry `host[:port]`, e.g. `127.0.0.1:5000` or `docker.io`.
         registry: String,
         /// User name.
         #[arg(short, long)]
@@ -136,7 +136,7 @@ pub enum RegistryCommand {
     },
     /// Forget the credentials stored for a registry.
     Logout {
-        /// Registry host[:port].
+        /// Registry `host[:port]`.
         registry: String,
     },
 }

@@ -10,7 +10,7 @@
 //! 4. supervise: VMM exit, `--timeout`, SIGINT/SIGTERM, a daemon dying;
 //! 5. read the guest's status, map it to an exit status, and tear down:
 //!    children are stopped and reaped and the run directory removed on every
-//!    path (the [`Session`] drop order guarantees it).
+//!    path (the [`Machine`] drop order guarantees it).
 
 mod interactive;
 mod output;
