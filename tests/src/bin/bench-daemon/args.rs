@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::op::Op;
-use crate::pipeline::Timing;
+use crate::pipeline::{Frontend, Timing};
 use crate::runner::{Daemons, Plan};
 
 /// What `--help` prints.
@@ -18,6 +18,8 @@ bench-daemon: ops/s of native syscalls, virtiofsd and virtiofsd-msb, side by sid
                          --cache auto --thread-pool-size 0)
   --ours-args ARGS       our flags (default: --sandbox none --cache auto
                          --thread-pool-size 0)
+  --variant LABEL=PATH   another virtiofsd-msb build to measure alongside
+                         (repeatable; same flags as ours)
   --ops LIST             comma-separated: getattr,lookup,read4k,write4k,
                          read1m,write1m,create,readdirplus (default all)
   --queues LIST          request queues (default 1,2)
@@ -25,6 +27,9 @@ bench-daemon: ops/s of native syscalls, virtiofsd and virtiofsd-msb, side by sid
   --repeats N            rounds; medians are reported (default 3)
   --warmup-ms N          per figure (default 200)
   --measure-ms N         per figure (default 600)
+  --frontend wait|spin   wait: sleep on the call eventfds like a guest
+                         waiting for its interrupt (default); spin: poll
+                         the used rings, so figures show the daemon alone
   --dir DIR              where the fixture goes (default /dev/shm when it
                          stores user.* xattrs, else the temporary dir)
   --markdown FILE        also write the tables there
@@ -38,6 +43,8 @@ pub struct Args {
     pub plan: Plan,
     /// Per-figure timing.
     pub timing: Timing,
+    /// How the frontend waits for replies.
+    pub frontend: Frontend,
     /// Fixture parent directory.
     pub dir: Option<PathBuf>,
     /// Markdown output file.
@@ -68,6 +75,7 @@ impl Args {
         let mut virtiofsd_args =
             split_args("--sandbox none --seccomp none --cache auto --thread-pool-size 0");
         let mut ours_args = split_args("--sandbox none --cache auto --thread-pool-size 0");
+        let mut variants = Vec::new();
         let mut plan = Plan {
             ops: Op::ALL.to_vec(),
             queues: vec![1, 2],
@@ -79,6 +87,7 @@ impl Args {
             measure: Duration::from_millis(600),
         };
         let (mut dir, mut markdown) = (None, None);
+        let mut frontend = Frontend::Wait;
         let mut args = args;
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
@@ -93,6 +102,12 @@ impl Args {
                 "--ours" => ours = Some(PathBuf::from(value)),
                 "--virtiofsd-args" => virtiofsd_args = split_args(&value),
                 "--ours-args" => ours_args = split_args(&value),
+                "--variant" => {
+                    let (label, path) = value
+                        .split_once('=')
+                        .ok_or_else(|| format!("--variant {value}: expected LABEL=PATH"))?;
+                    variants.push((label.to_string(), PathBuf::from(path)));
+                }
                 "--ops" => plan.ops = list(&value, Op::parse, &flag)?,
                 "--queues" => plan.queues = list(&value, num, &flag)?,
                 "--depths" => plan.depths = list(&value, num, &flag)?,
@@ -102,6 +117,13 @@ impl Args {
                 }
                 "--measure-ms" => {
                     timing.measure = Duration::from_millis(list(&value, num, &flag)?[0] as u64)
+                }
+                "--frontend" => {
+                    frontend = match value.as_str() {
+                        "wait" => Frontend::Wait,
+                        "spin" => Frontend::Spin,
+                        _ => return Err(format!("--frontend {value}: wait or spin")),
+                    }
                 }
                 "--dir" => dir = Some(PathBuf::from(value)),
                 "--markdown" => markdown = Some(PathBuf::from(value)),
@@ -124,9 +146,11 @@ impl Args {
                 virtiofsd_args,
                 ours,
                 ours_args,
+                variants,
             },
             plan,
             timing,
+            frontend,
             dir,
             markdown,
         }))

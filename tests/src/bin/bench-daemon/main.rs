@@ -42,7 +42,7 @@ fn run() -> Result<(), String> {
         parent.display(),
         fixture::filesystem_name(&share)
     );
-    let bench = Bench::new(share, args.daemons.clone(), args.timing);
+    let bench = Bench::new(share, args.daemons.clone(), args.timing, args.frontend);
     let results = run_plan(&bench, &args.plan)?;
     let text = report::render(&results, &args, &where_);
     print!("{text}");

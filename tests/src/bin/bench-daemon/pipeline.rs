@@ -21,6 +21,29 @@ pub struct Timing {
     pub measure: Duration,
 }
 
+/// How the frontend waits for replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// Sleeps on the call eventfds, as a guest waits for its interrupt:
+    /// every wakeup the daemon causes is in the figure.
+    Wait,
+    /// Never sleeps: keeps looking at the used rings, as a guest with
+    /// halt polling does. The figure is then what the daemon itself can do.
+    Spin,
+}
+
+/// CPU time a process has used, all threads together, in nanoseconds
+/// (`/proc/PID/task/*/schedstat`): what the daemon spent, whatever else
+/// the machine was doing.
+pub fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 /// What one figure measured.
 #[derive(Debug, Clone, Default)]
 pub struct Figure {
@@ -28,6 +51,8 @@ pub struct Figure {
     pub ops_per_sec: f64,
     /// Per-operation latencies (recorded at one request in flight only).
     pub latencies: Vec<Duration>,
+    /// Daemon CPU time per operation in microseconds (NaN natively).
+    pub cpu_us_per_op: f64,
 }
 
 /// The share of an operation that ran from `start` to `end` falling inside
@@ -54,6 +79,7 @@ impl Figure {
         Figure {
             ops_per_sec: ops / window.as_secs_f64(),
             latencies,
+            cpu_us_per_op: f64::NAN,
         }
     }
 
@@ -75,16 +101,34 @@ pub fn queue_geometry(op: Op, depth: usize) -> (u16, u64) {
     (size, stride * depth as u64 + 4096)
 }
 
-/// Runs `op` on request queues `1..=queues` of `driver` with `depth`
-/// requests in flight on each.
-pub fn run(
-    driver: &FsDriver,
-    targets: &Targets,
-    op: Op,
-    queues: usize,
-    depth: usize,
-    timing: Timing,
-) -> Result<Figure, String> {
+/// One figure to take from a daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// The operation.
+    pub op: Op,
+    /// Request queues used (`1..=queues`).
+    pub queues: usize,
+    /// Requests in flight on each.
+    pub depth: usize,
+    /// Warm-up and measuring time.
+    pub timing: Timing,
+    /// How the frontend waits.
+    pub frontend: Frontend,
+    /// The daemon's process id, for its CPU time.
+    pub daemon_pid: u32,
+}
+
+/// Runs `spec.op` on request queues `1..=spec.queues` of `driver` with
+/// `spec.depth` requests in flight on each.
+pub fn run(driver: &FsDriver, targets: &Targets, spec: Spec) -> Result<Figure, String> {
+    let Spec {
+        op,
+        queues,
+        depth,
+        timing,
+        frontend,
+        daemon_pid,
+    } = spec;
     let (req_cap, reply_cap) = buffer_sizes(op);
     let mut windows = Vec::with_capacity(queues);
     let mut loads = Vec::with_capacity(queues);
@@ -109,6 +153,9 @@ pub fn run(
         counted: 0.0,
         reply: vec![0u8; reply_cap as usize],
         done: Vec::with_capacity(depth),
+        frontend,
+        daemon_pid,
+        cpu: (None, None),
     };
     for (q, (w, load)) in windows.iter_mut().zip(&mut loads).enumerate() {
         for slot in 0..depth {
@@ -126,7 +173,11 @@ pub fn run(
     for load in &mut loads {
         load.flush_forgets()?;
     }
-    Ok(Figure::new(run.counted, timing.measure, run.latencies))
+    let mut fig = Figure::new(run.counted, timing.measure, run.latencies);
+    if let (Some(a), Some(b)) = run.cpu {
+        fig.cpu_us_per_op = b.saturating_sub(a) as f64 / 1000.0 / run.counted;
+    }
+    Ok(fig)
 }
 
 /// Longest time without any reply before a figure is given up.
@@ -141,6 +192,10 @@ struct Run {
     counted: f64,
     reply: Vec<u8>,
     done: Vec<(usize, u32)>,
+    frontend: Frontend,
+    daemon_pid: u32,
+    /// Daemon CPU time at the start and the end of the measuring window.
+    cpu: (Option<u64>, Option<u64>),
 }
 
 impl Run {
@@ -155,7 +210,14 @@ impl Run {
     ) -> Result<(), String> {
         let mut last_progress = Instant::now();
         loop {
-            let stopping = Instant::now() >= t1;
+            let now = Instant::now();
+            let stopping = now >= t1;
+            if now >= t0 && self.cpu.0.is_none() {
+                self.cpu.0 = process_cpu_ns(self.daemon_pid);
+            }
+            if stopping && self.cpu.1.is_none() {
+                self.cpu.1 = process_cpu_ns(self.daemon_pid);
+            }
             let mut progressed = false;
             for (q, (w, load)) in windows.iter_mut().zip(loads.iter_mut()).enumerate() {
                 self.done.clear();
@@ -174,6 +236,13 @@ impl Run {
             }
             if progressed {
                 last_progress = Instant::now();
+                continue;
+            }
+            if self.frontend == Frontend::Spin {
+                if last_progress.elapsed() > STALL {
+                    return Err(format!("no reply for {STALL:?}"));
+                }
+                std::hint::spin_loop();
                 continue;
             }
             let mut ready = false;

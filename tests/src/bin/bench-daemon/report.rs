@@ -6,8 +6,8 @@ use std::fmt::Write;
 
 use crate::args::Args;
 use crate::op::Op;
-use crate::pipeline::Figure;
-use crate::runner::Backend;
+use crate::pipeline::{Figure, Frontend};
+use crate::runner::{Backend, Daemons};
 
 /// (operation, request queues, requests in flight per queue, backend);
 /// native figures have depth 0 (they are synchronous).
@@ -95,6 +95,36 @@ impl Results {
         )
     }
 
+    fn cpu(&self, key: Key) -> f64 {
+        let runs = self.figures.get(&key);
+        median(
+            runs.map(|r| r.values().map(|f| f.cpu_us_per_op).collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Daemon CPU time per operation (markdown): what each daemon spends,
+    /// unaffected by how busy the machine was.
+    pub fn cpu_table(&self) -> String {
+        let mut s = String::from(
+            "| op | queues | in flight per queue | virtiofsd (1 queue) µs | virtiofsd-msb µs | ours / virtiofsd |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for op in self.ops_measured() {
+            for (q, d) in self.configs(op) {
+                let theirs = self.cpu((op, 1, d, Backend::Virtiofsd));
+                let ours = self.cpu((op, q, d, Backend::Ours));
+                let _ = writeln!(
+                    s,
+                    "| {} | {q} | {d} | {theirs:.1} | {ours:.1} | {} |",
+                    op.label(),
+                    ratio(ours / theirs)
+                );
+            }
+        }
+        s
+    }
+
     fn latency(&self, key: Key, p: f64) -> f64 {
         let runs = self.figures.get(&key);
         median(
@@ -144,6 +174,38 @@ impl Results {
                     ratio(self.ratio(theirs, native_1)),
                     ratio(self.ratio(ours, native_q)),
                 );
+            }
+        }
+        s
+    }
+
+    /// Each `--variant` next to ours, as ratios to virtiofsd (markdown;
+    /// empty without variants).
+    pub fn variant_table(&self, daemons: &Daemons) -> String {
+        if daemons.variants.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from("| op | queues | in flight per queue | virtiofsd-msb");
+        for (label, _) in &daemons.variants {
+            let _ = write!(s, " | {label}");
+        }
+        s.push_str(" |\n|---|---|---|---");
+        s.push_str(&"|---".repeat(daemons.variants.len()));
+        s.push_str("|\n");
+        for op in self.ops_measured() {
+            for (q, d) in self.configs(op) {
+                let theirs = (op, 1, d, Backend::Virtiofsd);
+                let _ = write!(
+                    s,
+                    "| {} | {q} | {d} | {}",
+                    op.label(),
+                    ratio(self.ratio((op, q, d, Backend::Ours), theirs))
+                );
+                for i in 0..daemons.variants.len() {
+                    let r = self.ratio((op, q, d, Backend::Variant(i)), theirs);
+                    let _ = write!(s, " | {}", ratio(r));
+                }
+                s.push_str(" |\n");
             }
         }
         s
@@ -236,16 +298,27 @@ pub fn render(results: &Results, args: &Args, fixture: &str) -> String {
         "Host kernel {}, {cpus} CPUs, files on {fixture}; medians of {} rounds, {} ms measured \
          per figure after {} ms warm-up, a fresh daemon per figure; ratios are medians of \
          same-round ratios.\n\
-         virtiofsd flags: `{}`; virtiofsd-msb flags: `{}`.\n",
+         virtiofsd flags: `{}`; virtiofsd-msb flags: `{}`; the frontend {}.\n",
         kernel.trim(),
         args.plan.repeats,
         args.timing.measure.as_millis(),
         args.timing.warmup.as_millis(),
         args.daemons.virtiofsd_args.join(" "),
         args.daemons.ours_args.join(" "),
+        match args.frontend {
+            Frontend::Wait => "sleeps on the call eventfds between replies (like a guest)",
+            Frontend::Spin => "polls the used rings (the daemon alone)",
+        },
     );
     s.push_str("Operations per second:\n\n");
     s.push_str(&results.throughput_table());
+    let variants = results.variant_table(&args.daemons);
+    if !variants.is_empty() {
+        s.push_str("\nOther builds, ops/s relative to virtiofsd (same rounds):\n\n");
+        s.push_str(&variants);
+    }
+    s.push_str("\nDaemon CPU time per operation (all its threads):\n\n");
+    s.push_str(&results.cpu_table());
     s.push_str("\nLatency per operation:\n\n");
     s.push_str(&results.latency_table());
     s.push_str("\nGoals:\n\n");

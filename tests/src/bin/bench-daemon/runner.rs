@@ -8,7 +8,7 @@ use msb_tests::vhost_driver::DriverConfig;
 
 use crate::native;
 use crate::op::Op;
-use crate::pipeline::{self, queue_geometry, Figure, Timing};
+use crate::pipeline::{self, queue_geometry, Figure, Frontend, Spec, Timing};
 use crate::report::Results;
 use crate::workload::Targets;
 
@@ -21,15 +21,18 @@ pub enum Backend {
     Virtiofsd,
     /// virtiofsd-msb.
     Ours,
+    /// Another virtiofsd-msb build (`--variant`), by index.
+    Variant(usize),
 }
 
 impl Backend {
-    /// Name in progress lines.
-    pub fn label(self) -> &'static str {
+    /// Name in progress lines and tables.
+    pub fn label(self, daemons: &Daemons) -> &str {
         match self {
             Backend::Native => "native",
             Backend::Virtiofsd => "virtiofsd",
             Backend::Ours => "virtiofsd-msb",
+            Backend::Variant(i) => daemons.variants.get(i).map_or("?", |v| v.0.as_str()),
         }
     }
 }
@@ -45,6 +48,9 @@ pub struct Daemons {
     pub ours: PathBuf,
     /// Its flags besides `--socket-path` and `--shared-dir`.
     pub ours_args: Vec<String>,
+    /// Other builds of ours to measure alongside (label, binary), with
+    /// `ours_args`: to see what one change bought, in the same run.
+    pub variants: Vec<(String, PathBuf)>,
 }
 
 /// Runs figures on one fixture.
@@ -52,15 +58,17 @@ pub struct Bench {
     share: PathBuf,
     daemons: Daemons,
     timing: Timing,
+    frontend: Frontend,
 }
 
 impl Bench {
     /// A bench on the fixture at `share`.
-    pub fn new(share: PathBuf, daemons: Daemons, timing: Timing) -> Bench {
+    pub fn new(share: PathBuf, daemons: Daemons, timing: Timing, frontend: Frontend) -> Bench {
         Bench {
             share,
             daemons,
             timing,
+            frontend,
         }
     }
 
@@ -81,6 +89,10 @@ impl Bench {
             Backend::Native => return native::run(&self.share, op, queues, self.timing),
             Backend::Virtiofsd => (&self.daemons.virtiofsd, &self.daemons.virtiofsd_args),
             Backend::Ours => (&self.daemons.ours, &self.daemons.ours_args),
+            Backend::Variant(i) => match self.daemons.variants.get(i) {
+                Some((_, bin)) => (bin, &self.daemons.ours_args),
+                None => return Err(format!("no variant {i}")),
+            },
         };
         let daemon = Daemon::start_serving(bin, &self.share, args.clone())
             .map_err(|e| format!("starting {}: {e}", bin.display()))?;
@@ -94,7 +106,15 @@ impl Bench {
         };
         let fs = daemon.connect_with(config)?;
         let targets = Targets::resolve(&fs)?;
-        pipeline::run(&fs, &targets, op, queues, depth, self.timing)
+        let spec = Spec {
+            op,
+            queues,
+            depth,
+            timing: self.timing,
+            frontend: self.frontend,
+            daemon_pid: daemon.pid(),
+        };
+        pipeline::run(&fs, &targets, spec)
             .map_err(|e| format!("{e}\ndaemon log:\n{}", daemon.log_tail(2000)))
     }
 }
@@ -122,6 +142,8 @@ pub fn run_plan(bench: &Bench, plan: &Plan) -> Result<Results, String> {
             for &queues in &plan.queues {
                 for (di, &depth) in plan.depths.iter().enumerate() {
                     let mut backends = vec![Backend::Ours];
+                    let variants = bench.daemons.variants.len();
+                    backends.extend((0..variants).map(Backend::Variant));
                     if queues == 1 {
                         backends.push(Backend::Virtiofsd);
                     }
@@ -132,14 +154,15 @@ pub fn run_plan(bench: &Bench, plan: &Plan) -> Result<Results, String> {
                     backends.rotate_left(turn);
                     for backend in backends {
                         let fig = bench.figure(backend, op, queues, depth).map_err(|e| {
-                            format!("{} {} q{queues} d{depth}: {e}", backend.label(), op.key())
+                            let name = backend.label(&bench.daemons);
+                            format!("{name} {} q{queues} d{depth}: {e}", op.key())
                         })?;
                         eprintln!(
                             "round {}/{}: {:<26} q{queues} d{depth:<3} {:<14} {:>12.0} ops/s",
                             round + 1,
                             plan.repeats,
                             op.label(),
-                            backend.label(),
+                            backend.label(&bench.daemons),
                             fig.ops_per_sec
                         );
                         results.add(backend, op, queues, depth, round, fig);
