@@ -293,10 +293,10 @@ pub struct ExecRequest {
     /// Working directory (default: the sandbox's, else `/`).
     #[serde(default)]
     pub workdir: Option<String>,
-    /// User id (default 0).
+    /// User id (default: the sandbox's user, the image's `User`, else 0).
     #[serde(default)]
     pub uid: Option<u32>,
-    /// Group id (default: the uid's primary group as given, else 0).
+    /// Group id (default: 0 when `uid` is given, else the sandbox's group).
     #[serde(default)]
     pub gid: Option<u32>,
     /// Whether stdin is forwarded ([`Kind::Stdin`] frames); otherwise it

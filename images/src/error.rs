@@ -111,6 +111,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The image config's `User` cannot be resolved in the image.
+    #[error("image user {user:?}: {why}")]
+    BadUser {
+        /// The `User` as the config gives it.
+        user: String,
+        /// Why it cannot be used.
+        why: String,
+    },
     /// The state root could not be found (no `MSB_HOME` nor `HOME`).
     #[error("state directory: {0}")]
     Home(String),

@@ -36,6 +36,7 @@ pub mod registry;
 pub mod spec;
 mod store;
 pub mod unpack;
+pub mod user;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
@@ -45,3 +46,4 @@ pub use progress::{Event, Progress};
 pub use reference::{ImageRef, Platform};
 pub use registry::pull::PullOptions;
 pub use store::{GcReport, Removed, Store};
+pub use user::User;

@@ -92,6 +92,8 @@ Examples:
   msb run --tmpfs /tmp:size=64M,noexec -- sh -c 'df -h /tmp'
   msb run --disk ./data.qcow2:/data:format=qcow2 -- cat /data/notes.txt
   msb run --mount type=bind,src=/srv/cache,dst=/cache -e HOME=/cache -- make
+  msb run --image 127.0.0.1:5000/py:3 -- python3 -c 'print(6*7)'
+  msb run --image 127.0.0.1:5000/app:1          # the image's Entrypoint + Cmd
 
 Exit status: the command's own exit code; 128+N when a signal N killed it;
   2 bad usage or mount spec (nothing was started); 124 --timeout reached;
@@ -237,7 +239,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "warn")]
     pub log_level: LogLevel,
 
-    /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments, after `--`. Optional with --image:
+    /// without one the image's Entrypoint and Cmd run; a command given
+    /// replaces the Cmd and follows the Entrypoint (as with `docker run`).
+    #[arg(last = true, required_unless_present = "image", value_name = "CMD")]
     pub command: Vec<String>,
 }

@@ -56,6 +56,11 @@ pub struct AgentOptions {
     /// The agent is the guest's PID 1: a Shutdown signals every process of
     /// the machine, not only the sessions' (never set this on a host).
     pub owns_machine: bool,
+    /// User id of commands whose request names none (the image's `User`).
+    pub uid: u32,
+    /// Group id of commands whose request names no user (the image's
+    /// `User`).
+    pub gid: u32,
 }
 
 /// Why [`serve`] returned.

@@ -123,6 +123,8 @@ fn setup_and_run(timings: &mut GuestTimings) -> Result<GuestStatus, GuestStatus>
             env: config.env.clone(),
             workdir: config.workdir.clone(),
             owns_machine: true,
+            uid: config.uid,
+            gid: config.gid,
         };
         timings.command_start_ms = uptime_ms();
         crate::agent::run_in_guest(channel, &options).map_err(|m| failed(InitStage::Setup, m))?;

@@ -24,12 +24,65 @@ pub enum Upper {
 /// An image ready to be a VM's root.
 #[derive(Debug, Clone)]
 pub struct ImageRootfs {
+    /// The reference it was asked for by (for messages).
+    pub reference: String,
     /// The image's merged tree (never written to).
     pub tree: PathBuf,
-    /// How the image says to run it (env, workdir, user).
+    /// How the image says to run it (env, entrypoint, cmd, workdir, user).
     pub config: images::ImageConfig,
+    /// The config's `User` resolved against the image's own `/etc/passwd`
+    /// and `/etc/group` (root when it names none).
+    pub user: images::User,
     /// Where writes go.
     pub upper: Upper,
+}
+
+impl ImageRootfs {
+    /// The command a VM from this image runs, as `docker run` composes it:
+    /// the image's Entrypoint followed by `given`, or by the image's Cmd
+    /// when nothing is given. Empty is a usage error.
+    pub fn command(&self, given: &[String]) -> Result<Vec<String>, RunError> {
+        let tail = if given.is_empty() {
+            &self.config.cmd
+        } else {
+            given
+        };
+        let argv: Vec<String> = self.config.entrypoint.iter().chain(tail).cloned().collect();
+        if argv.is_empty() {
+            return Err(RunError::usage(format!(
+                "image {:?} has no Entrypoint or Cmd: give a command after `--`",
+                self.reference
+            )));
+        }
+        Ok(argv)
+    }
+
+    /// The environment the image gives every process: its `Env`, plus
+    /// `HOME` of its `User` when it names one and `Env` sets no `HOME`.
+    pub fn env(&self) -> Vec<String> {
+        let mut env = self.config.env.clone();
+        let has_home = env.iter().any(|e| e.split('=').next() == Some("HOME"));
+        if self.config.user.is_some() && !has_home {
+            env.push(format!("HOME={}", self.user.home));
+        }
+        env
+    }
+}
+
+/// The command of `msb run`: the image's composition (see
+/// [`ImageRootfs::command`]) or, without an image, `given`, which must not
+/// be empty.
+pub fn command_line(
+    image: Option<&ImageRootfs>,
+    given: &[String],
+) -> Result<Vec<String>, RunError> {
+    match image {
+        Some(img) => img.command(given),
+        None if given.is_empty() => Err(RunError::usage(
+            "give a command after `--` (it may be left out only with --image)",
+        )),
+        None => Ok(given.to_vec()),
+    }
 }
 
 fn image_err(reference: &str, e: images::Error) -> RunError {
@@ -69,6 +122,8 @@ pub fn resolve(
         }
     };
     let root = store.root(&image).map_err(|e| image_err(reference, e))?;
+    let user = images::user::resolve(&root.path, root.config.user.as_deref().unwrap_or(""))
+        .map_err(|e| image_err(reference, e))?;
     if let Upper::Disk(path) = &upper {
         if !path.exists() {
             volumes::make_ext4("msb-upper", path, UPPER_DISK_MIB)
@@ -76,8 +131,10 @@ pub fn resolve(
         }
     }
     Ok(ImageRootfs {
+        reference: reference.to_string(),
         tree: root.path,
         config: root.config,
+        user,
         upper,
     })
 }

@@ -11,10 +11,10 @@ use std::process::{Command, Stdio};
 
 use guest_init::config::{GuestMount, RootOverlay, UpperLayer, CONTROL_TAG};
 
+use super::image::{ImageRootfs, Upper};
 use crate::exit::RunError;
 use crate::process::{Supervised, PASSED_FD};
 use crate::spec::MountSpec;
-use super::image::{ImageRootfs, Upper};
 use crate::vmm::{Disk, DiskFormat, FsShare};
 
 /// Request queues per virtio-fs device.

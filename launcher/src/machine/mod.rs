@@ -29,8 +29,8 @@ use crate::process::Supervised;
 use crate::spec::{self, MountSpec};
 use crate::vmm::ch_events::{self, ChLifecycle, Flow};
 use crate::vmm::{self, Accel, VmPlan, VmmKind};
-pub(crate) use layout::RunDir;
 pub use image::{ImageRootfs, Upper};
+pub(crate) use layout::RunDir;
 use layout::{start_daemon, Layout};
 
 /// Base kernel command line (backends add the console).
@@ -273,11 +273,14 @@ impl Machine {
             GuestRole::Command(c) => (c, None),
             GuestRole::Agent => (Vec::new(), Some(agent_channel(checked.kind))),
         };
-        // The image's environment and workdir, the user's on top.
-        let (mut env, mut workdir) = (Vec::new(), None);
+        // The image's environment, workdir and user; the user's env and
+        // workdir on top. The image's user runs the command (`msb run`) or
+        // is the default of execs (a sandbox).
+        let (mut env, mut workdir, mut uid, mut gid) = (Vec::new(), None, 0, 0);
         if let Some(img) = &image {
-            env.extend(img.config.env.iter().cloned());
+            env = img.env();
             workdir = img.config.working_dir.clone();
+            (uid, gid) = (img.user.uid, img.user.gid);
         }
         env.extend(checked.env);
         let config = GuestConfig {
@@ -285,8 +288,8 @@ impl Machine {
             command,
             env,
             workdir: checked.workdir.or(workdir),
-            uid: 0,
-            gid: 0,
+            uid,
+            gid,
             rootfs_tag: layout.rootfs_tag,
             root_overlay: layout.root_overlay,
             mounts: layout.guest_mounts,

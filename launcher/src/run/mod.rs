@@ -55,15 +55,12 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         None => None,
     };
     phase(start, "image-ready");
+    let command = machine::image::command_line(image.as_ref(), &args.command)?;
     if args.interactive || args.tty {
         let machine = Machine::prepare(checked, GuestRole::Agent, image)?;
-        return interactive::run(machine, &args.command, args.tty, args.timeout);
+        return interactive::run(machine, &command, args.tty, args.timeout);
     }
-    let mut machine = Machine::prepare(
-        checked,
-        GuestRole::Command(args.command.clone()),
-        image,
-    )?;
+    let mut machine = Machine::prepare(checked, GuestRole::Command(command), image)?;
     phase(start, "daemons-started");
 
     let plan = machine.plan().clone();

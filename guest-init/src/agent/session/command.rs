@@ -34,7 +34,7 @@ fn refuse(code: i32, message: String) -> Refusal {
 /// The process environment: a base (`PATH`, `HOME`, `TERM` on a pty), then
 /// the sandbox's entries, then the request's; a later entry of a name wins.
 pub fn environment(req: &ExecRequest, options: &AgentOptions) -> Vec<(String, String)> {
-    let uid = req.uid.unwrap_or(0);
+    let (uid, _) = identity(req, options);
     let mut env = vec![
         ("PATH".to_string(), DEFAULT_PATH.to_string()),
         (
@@ -51,6 +51,15 @@ pub fn environment(req: &ExecRequest, options: &AgentOptions) -> Vec<(String, St
         env.push((k.to_string(), v.to_string()));
     }
     env
+}
+
+/// The uid and gid a request runs as: its own, else the sandbox's default
+/// user (a request naming a uid but no gid gets gid 0).
+pub fn identity(req: &ExecRequest, options: &AgentOptions) -> (u32, u32) {
+    match req.uid {
+        Some(uid) => (uid, req.gid.unwrap_or(0)),
+        None => (options.uid, req.gid.unwrap_or(options.gid)),
+    }
 }
 
 /// A command for `req`, with its environment, identity, working directory
@@ -82,8 +91,7 @@ pub fn prepare(
         }
         Err(e) => return Err(refuse(CANNOT_RUN, format!("workdir {workdir}: {e}"))),
     }
-    let uid = req.uid.unwrap_or(0);
-    let gid = req.gid.unwrap_or(0);
+    let (uid, gid) = identity(req, options);
     for (what, id) in [("uid", uid), ("gid", gid)] {
         // (uid_t)-1 means "unchanged" to the set*id calls.
         if id == u32::MAX {
