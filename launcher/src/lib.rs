@@ -26,6 +26,7 @@ pub mod spec;
 pub mod vmm;
 pub mod volume;
 
+pub use sandbox::client::ExecEvent;
 pub use sandbox::{Error, Result};
 pub use sdk::{
     ExecOptions, ExecOutput, ExecStream, Mount, MountBuilder, Sandbox, SandboxBuilder, SandboxFs,

@@ -175,3 +175,41 @@ fn image_roots_are_shared_read_only_with_a_writable_layer_each() {
     env.msb(&["image", "rm", "alpine:latest"]).expect(0);
     env.assert_clean(CLEAN_WITHIN);
 }
+
+#[test]
+fn sdk_errors_exec_options_streaming_and_guest_files() {
+    let env = SandboxEnv::new("sdk-tour");
+    let tour = run_example(&env, "sdk_tour");
+    for line in [
+        "get missing: not found",
+        "missing volume: invalid mount",
+        "volume escape: path escape",
+        "second create: already exists",
+        "listed: tour",
+        "env: hi from /tmp",
+        "stdin bytes: 100000",
+        "tty size: 30 100",
+        "timeout exit: 124",
+        "missing command exit: 127",
+        "stream: got streamed|[err]err| code Some(7)",
+        "fs read: alpha",
+        "fs list: a.txt",
+        "fs stat size: 5",
+        "fs exists after remove: false",
+        "fs missing: not found",
+        "volume note: from-guest",
+        "status after stop: Stopped",
+        "exec when stopped: invalid state",
+        "after start: from-guest",
+        "done",
+    ] {
+        assert!(
+            tour.stdout.lines().any(|l| l == line),
+            "missing {line:?}\n{}",
+            tour.describe()
+        );
+    }
+    assert!(!tour.stdout.contains("UNEXPECTED"), "{}", tour.describe());
+    assert!(env.list().is_empty());
+    env.assert_clean(CLEAN_WITHIN);
+}
