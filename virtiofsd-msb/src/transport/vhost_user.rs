@@ -9,7 +9,6 @@
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fuse_backend_rs::abi::fuse_abi::OutHeader;
@@ -68,7 +67,6 @@ pub struct VhostUserOptions {
 pub struct FsBackend<F: ServedFs> {
     dispatcher: Arc<Dispatcher<F>>,
     mem: AtomicMem,
-    event_idx: AtomicBool,
     tag: Option<String>,
     pool: Option<ThreadPool>,
     lock_waiters: LockWaiters,
@@ -85,7 +83,6 @@ impl<F: ServedFs> FsBackend<F> {
         Ok(FsBackend {
             dispatcher: Arc::new(Dispatcher::new(fs)),
             mem,
-            event_idx: AtomicBool::new(false),
             tag: opts.tag.clone(),
             pool,
             lock_waiters: LockWaiters::default(),
@@ -111,57 +108,53 @@ impl<F: ServedFs> FsBackend<F> {
         }
     }
 
-    /// Serves every available descriptor chain of `vring`.
+    /// Serves every available descriptor chain of `vring`, with the
+    /// guest's kicks suppressed meanwhile.
     pub fn process_queue(&self, vring: &Vring) -> io::Result<()> {
-        let mem = self.mem.memory().into_inner();
-        let event_idx = self.event_idx.load(Ordering::Relaxed);
         loop {
-            if event_idx {
-                vring.disable_notification().map_err(io::Error::other)?;
-            }
-            let mut used_inline = false;
-            loop {
-                let chain = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
-                let Some(chain) = chain else { break };
-                match &self.pool {
-                    Some(pool) => {
-                        let req = ChainRequest {
-                            dispatcher: self.dispatcher.clone(),
-                            vring: vring.clone(),
-                            mem: mem.clone(),
-                            chain,
-                            lock_waiters: self.lock_waiters.clone(),
-                        };
-                        let vring = vring.clone();
-                        pool.execute(move || {
-                            if req.serve() {
-                                signal(&vring);
-                            }
-                        });
-                    }
-                    None => {
-                        let req = ChainRequest {
-                            dispatcher: self.dispatcher.clone(),
-                            vring: vring.clone(),
-                            mem: mem.clone(),
-                            chain,
-                            lock_waiters: self.lock_waiters.clone(),
-                        };
-                        used_inline |= req.serve();
-                    }
-                }
-            }
-            if used_inline {
-                signal(vring);
-            }
-            if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
-                break;
+            let mem = self.mem.memory().into_inner();
+            vring.disable_notification().map_err(io::Error::other)?;
+            self.drain(vring, &mem);
+            // Chains made available after the last pop and before the
+            // guest saw kicks enabled again are served now.
+            if !vring.enable_notification().map_err(io::Error::other)? {
+                return Ok(());
             }
         }
-        Ok(())
+    }
+
+    /// Serves the chains available now; notifies the guest once at the end
+    /// (if it asks) for those answered on this thread.
+    fn drain(&self, vring: &Vring, mem: &Arc<Mem>) {
+        let mut used_inline = false;
+        loop {
+            let chain = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(mem.clone());
+            let Some(chain) = chain else { break };
+            let req = ChainRequest {
+                dispatcher: self.dispatcher.clone(),
+                vring: vring.clone(),
+                mem: mem.clone(),
+                chain,
+                lock_waiters: self.lock_waiters.clone(),
+            };
+            match &self.pool {
+                Some(pool) => {
+                    let vring = vring.clone();
+                    pool.execute(move || {
+                        if req.serve() {
+                            signal(&vring);
+                        }
+                    });
+                }
+                None => used_inline |= req.serve(),
+            }
+        }
+        if used_inline {
+            signal(vring);
+        }
     }
 }
 
@@ -354,8 +347,8 @@ impl<F: ServedFs> VhostUserBackend for FsBackend<F> {
         f
     }
 
-    fn set_event_idx(&self, enabled: bool) {
-        self.event_idx.store(enabled, Ordering::Relaxed);
+    fn set_event_idx(&self, _enabled: bool) {
+        // Each vring knows (vhost-user-backend sets it on the queues).
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
@@ -461,6 +454,7 @@ mod tests {
     use super::*;
     use crate::protocol::tests::{request, TinyFs};
     use fuse_backend_rs::abi::fuse_abi::{InitIn, LkIn, Opcode};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
