@@ -4,6 +4,7 @@
 
 mod args;
 mod fixture;
+mod host_dir;
 mod native;
 mod op;
 mod pipeline;
@@ -31,7 +32,7 @@ fn run() -> Result<(), String> {
         print!("{USAGE}");
         return Ok(());
     };
-    let parent = args.dir.clone().unwrap_or_else(fixture::default_parent);
+    let parent = args.dir.clone().unwrap_or_else(host_dir::default_parent);
     let root = tempfile::Builder::new()
         .prefix("msb-bench-daemon-")
         .tempdir_in(&parent)
@@ -40,7 +41,7 @@ fn run() -> Result<(), String> {
     let where_ = format!(
         "{} ({})",
         parent.display(),
-        fixture::filesystem_name(&share)
+        host_dir::filesystem_name(&share)
     );
     let bench = Bench::new(share, args.daemons.clone(), args.timing, args.frontend);
     let results = run_plan(&bench, &args.plan)?;
