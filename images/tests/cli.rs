@@ -8,31 +8,10 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use common::{oci_layout, record, ImageSpec, LayerTar, Registry};
-
-/// The newest of `target/{release,debug}/msb` (or `$MSB_BIN`).
-fn msb_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("MSB_BIN") {
-        return PathBuf::from(p);
-    }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or(ws.join("target"));
-    ["release", "debug"]
-        .iter()
-        .map(|p| target.join(p).join("msb"))
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .max()
-        .map(|(_, p)| p)
-        .expect("msb binary not built: cargo build --release -p launcher (or set MSB_BIN)")
-}
+use common::{msb_binary, oci_layout, record, ImageSpec, LayerTar, Registry};
 
 struct User {
     uid: u32,

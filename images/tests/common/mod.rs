@@ -6,6 +6,7 @@
 
 pub mod layers;
 pub mod registry;
+pub mod token;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -213,4 +214,25 @@ pub fn rt() -> tokio::runtime::Runtime {
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// The newest of `target/{release,debug}/msb` (or `$MSB_BIN`).
+pub fn msb_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MSB_BIN") {
+        return PathBuf::from(p);
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(ws.join("target"));
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("msb"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .expect("msb binary not built: cargo build --release -p launcher (or set MSB_BIN)")
 }

@@ -6,6 +6,10 @@
 
 #![allow(dead_code)]
 
+/// The registry helper the image-store tests use (one copy of it).
+#[path = "../../../images/tests/common/registry.rs"]
+pub mod registry;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
