@@ -18,10 +18,14 @@ use image_util::{write_layout, Layer};
 use msb_tests::sandbox_env::{Ran, SandboxEnv};
 use serde_json::json;
 
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The unprivileged user: `nobody` when running as root, else ourselves.
 fn unprivileged() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    match unsafe { libc::geteuid() } {
+    match euid() {
         0 => 65534,
         uid => uid,
     }
@@ -40,7 +44,7 @@ fn chown_tree(path: &Path, uid: u32) {
 fn msb_as(env: &SandboxEnv, uid: u32, args: &[&str]) -> Ran {
     let mut cmd = env.command();
     cmd.args(args).stdin(std::process::Stdio::null());
-    if unsafe { libc::geteuid() } == 0 {
+    if euid() == 0 {
         cmd.uid(uid).gid(uid);
     }
     let out = cmd.output().expect("run msb");
