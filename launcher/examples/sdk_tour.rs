@@ -91,17 +91,15 @@ async fn main() -> Result<(), Error> {
         .await?;
     stream.write_stdin(b"streamed\n".to_vec()).await?;
     stream.close_stdin().await?;
-    let (mut out, mut code) = (String::new(), None);
+    let (mut out, mut err, mut code) = (String::new(), String::new(), None);
     while let Some(ev) = stream.next().await {
         match ev? {
             msb::ExecEvent::Stdout(b) => out.push_str(&String::from_utf8_lossy(&b)),
-            msb::ExecEvent::Stderr(b) => {
-                out.push_str(&format!("[err]{}", String::from_utf8_lossy(&b)))
-            }
+            msb::ExecEvent::Stderr(b) => err.push_str(&String::from_utf8_lossy(&b)),
             msb::ExecEvent::Exited(e) => code = e.code,
         }
     }
-    println!("stream: {} code {:?}", out.replace('\n', "|"), code);
+    println!("stream: out {out:?} err {err:?} code {code:?}");
 
     let fs = sb.fs();
     fs.mkdir("/tmp/tour/sub").await?;

@@ -57,16 +57,7 @@ impl SandboxEnv {
         let turn = VmTurn::take();
         let sb = Sandbox::new(label);
         let home = sb.mkdir("home");
-        // Keep the host's KVM verdict, so nothing re-probes it.
-        let cached = [
-            std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("msb/kvm-probe")),
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".microsandbox/cache/kvm-probe")),
-        ];
-        if let Some(src) = cached.into_iter().flatten().find(|p| p.is_file()) {
-            fs::create_dir_all(home.join("cache")).unwrap();
-            let _ = fs::copy(src, home.join("cache/kvm-probe"));
-        }
+        copy_kvm_verdict(&home);
         SandboxEnv {
             sb,
             home,
@@ -222,6 +213,19 @@ impl Drop for SandboxEnv {
             // SAFETY: kill(2) with plain integers on a leftover of this test.
             unsafe { libc::kill(p.pid, libc::SIGKILL) };
         }
+    }
+}
+
+/// Copies this host's cached KVM verdict into a test's `MSB_HOME`, so no
+/// run in it re-probes KVM.
+pub fn copy_kvm_verdict(home: &Path) {
+    let cached = [
+        std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("msb/kvm-probe")),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".microsandbox/cache/kvm-probe")),
+    ];
+    if let Some(src) = cached.into_iter().flatten().find(|p| p.is_file()) {
+        fs::create_dir_all(home.join("cache")).unwrap();
+        let _ = fs::copy(src, home.join("cache/kvm-probe"));
     }
 }
 

@@ -191,7 +191,7 @@ fn sdk_errors_exec_options_streaming_and_guest_files() {
         "tty size: 30 100",
         "timeout exit: 124",
         "missing command exit: 127",
-        "stream: got streamed|[err]err| code Some(7)",
+        "stream: out \"got streamed\\n\" err \"err\\n\" code Some(7)",
         "fs read: alpha",
         "fs list: a.txt",
         "fs stat size: 5",

@@ -31,16 +31,7 @@ impl Env {
     fn new(label: &str) -> Env {
         let sb = Sandbox::new(label);
         let home = sb.mkdir("msb-home");
-        // Keep the KVM verdict of this host, so no run re-probes it.
-        let cached = [
-            std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("msb/kvm-probe")),
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".microsandbox/cache/kvm-probe")),
-        ];
-        if let Some(src) = cached.into_iter().flatten().find(|p| p.is_file()) {
-            fs::create_dir_all(home.join("cache")).unwrap();
-            let _ = fs::copy(src, home.join("cache/kvm-probe"));
-        }
+        msb_tests::sandbox_env::copy_kvm_verdict(&home);
         Env { sb, home }
     }
 

@@ -62,6 +62,8 @@ pub struct Checked {
     pub accel: Accel,
     /// How long the guest gets to come up.
     pub boot_timeout: Duration,
+    /// Who the volume leases name as their holder.
+    pub holder: String,
 }
 
 /// Checks everything the user gave for a VM; errors are usage errors (exit
@@ -115,6 +117,7 @@ pub fn check(args: &MachineArgs) -> Result<Checked, RunError> {
         kind,
         accel,
         boot_timeout: Duration::from_secs(args.boot_timeout),
+        holder: crate::volume::mounts::HOLDER.to_string(),
     })
 }
 
@@ -212,7 +215,7 @@ impl Machine {
         role: GuestRole,
         image: Option<ImageRootfs>,
     ) -> Result<Machine, RunError> {
-        let resolved = crate::volume::mounts::resolve(checked.mounts)?;
+        let resolved = crate::volume::mounts::resolve(checked.mounts, &checked.holder)?;
         let dir = RunDir::create()?;
         let path = dir.path.clone();
         // The control share carries the config in and the status out.

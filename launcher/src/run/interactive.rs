@@ -26,32 +26,15 @@ pub fn run(
     tty: bool,
     timeout: Option<u64>,
 ) -> Result<i32, RunError> {
+    let since = Instant::now();
     machine.start_vmm()?;
-    let socket = machine
-        .plan()
-        .agent_socket
-        .clone()
-        .ok_or_else(|| RunError::launcher("no agent channel in the VM plan"))?;
-    let boot = machine.boot_watch();
-    let deadline = Instant::now() + boot.deadline;
-    let kind = machine.kind();
-    let connected = AgentLink::connect(&socket, kind, deadline, || {
-        machine
-            .vmm_mut()
-            .is_some_and(|v| matches!(v.try_wait(), Ok(None)))
-    });
-    let link = match connected {
-        Ok((link, _)) => Arc::new(link),
-        Err(e) => {
-            let why = if Instant::now() >= deadline {
-                boot.missing_step()
-            } else {
-                e.to_string()
-            };
-            let console = super::tail_lines(&machine.plan().console_log, 15);
+    let link = match AgentLink::boot(&mut machine, since, || true) {
+        Ok(link) => Arc::new(link),
+        Err(f) => {
             return Err(RunError::launcher(format!(
-                "{why}; VM stopped. Last console lines:\n{console}"
-            )));
+                "{}; VM stopped. Last console lines:\n{}",
+                f.why, f.console
+            )))
         }
     };
     let req = ExecRequest {

@@ -23,6 +23,7 @@ use guest_init::protocol::{
 };
 
 use super::error::{Error, Result};
+use crate::machine::Machine;
 use crate::vmm::VmmKind;
 
 /// Whether `frame` is the last one of its session, given whether the
@@ -46,6 +47,15 @@ struct Route {
 }
 
 type Routes = Arc<Mutex<HashMap<u32, Route>>>;
+
+/// Why a VM's agent never answered.
+#[derive(Debug)]
+pub struct BootFailure {
+    /// The boot step that did not happen, or the channel's error.
+    pub why: String,
+    /// The guest console's last lines.
+    pub console: String,
+}
 
 /// A live connection to the guest agent.
 pub struct AgentLink {
@@ -116,6 +126,41 @@ impl AgentLink {
                 return Err(Error::Vm("the guest agent did not answer".into()));
             }
         }
+    }
+
+    /// Connects to the agent of `machine` (its VMM started) within the
+    /// machine's boot deadline counted from `since`, while `keep_going`
+    /// holds; a failure names the boot step that did not happen and carries
+    /// the console's last lines.
+    pub fn boot(
+        machine: &mut Machine,
+        since: Instant,
+        mut keep_going: impl FnMut() -> bool,
+    ) -> std::result::Result<AgentLink, BootFailure> {
+        let boot = machine.boot_watch();
+        let deadline = since + boot.deadline;
+        let failure = |machine: &Machine, why: String| BootFailure {
+            why,
+            console: crate::run::tail_lines(&machine.plan().console_log, 15),
+        };
+        let Some(socket) = machine.plan().agent_socket.clone() else {
+            return Err(failure(machine, "no agent channel in the VM plan".into()));
+        };
+        let kind = machine.kind();
+        let connected = AgentLink::connect(&socket, kind, deadline, || {
+            keep_going()
+                && machine
+                    .vmm_mut()
+                    .is_some_and(|v| matches!(v.try_wait(), Ok(None)))
+        });
+        connected.map(|(link, _)| link).map_err(|e| {
+            let why = if Instant::now() >= deadline {
+                boot.missing_step()
+            } else {
+                e.to_string()
+            };
+            failure(machine, why)
+        })
     }
 
     /// Sends one frame to the agent.

@@ -135,6 +135,10 @@ pub struct SandboxStore {
     conn: Connection,
 }
 
+/// The columns [`row_to_record`] reads, in its order.
+const SELECT: &str = "SELECT name, spec, created_at, state, supervisor_pid, supervisor_start, \
+                      started_at, message FROM sandboxes";
+
 fn db_err(e: rusqlite::Error) -> Error {
     Error::State(format!("sandbox database: {e}"))
 }
@@ -213,8 +217,7 @@ impl SandboxStore {
     pub fn find(&self, name: &str) -> Result<Option<SandboxRecord>> {
         self.conn
             .query_row(
-                "SELECT name, spec, created_at, state, supervisor_pid, supervisor_start, \
-                 started_at, message FROM sandboxes WHERE name = ?1",
+                &format!("{SELECT} WHERE name = ?1"),
                 params![name],
                 row_to_record,
             )
@@ -227,10 +230,7 @@ impl SandboxStore {
     pub fn list(&self) -> Result<Vec<SandboxRecord>> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT name, spec, created_at, state, supervisor_pid, supervisor_start, \
-                 started_at, message FROM sandboxes ORDER BY name",
-            )
+            .prepare(&format!("{SELECT} ORDER BY name"))
             .map_err(db_err)?;
         let rows = stmt.query_map([], row_to_record).map_err(db_err)?;
         let mut out = Vec::new();
@@ -249,8 +249,7 @@ impl SandboxStore {
             .map_err(db_err)?;
         let rec = tx
             .query_row(
-                "SELECT name, spec, created_at, state, supervisor_pid, supervisor_start, \
-                 started_at, message FROM sandboxes WHERE name = ?1",
+                &format!("{SELECT} WHERE name = ?1"),
                 params![name],
                 row_to_record,
             )

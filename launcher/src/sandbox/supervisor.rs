@@ -107,7 +107,8 @@ fn supervise(name: &str, home: &std::path::Path, ready: &mut File) -> Result<()>
     };
     signals::install();
     std::env::set_current_dir(&spec.cwd).map_err(|e| Error::io(&spec.cwd, e))?;
-    let checked = machine::check(&spec.machine)?;
+    let mut checked = machine::check(&spec.machine)?;
+    checked.holder = format!("sandbox {name}");
     let image = match &spec.image {
         Some(reference) => {
             let upper = machine::Upper::Disk(own.store.dir(name).join(UPPER_DISK));
@@ -121,7 +122,7 @@ fn supervise(name: &str, home: &std::path::Path, ready: &mut File) -> Result<()>
         }
         None => None,
     };
-    let deadline = Instant::now() + checked.boot_timeout;
+    let since = Instant::now();
     let mut machine = match Machine::prepare(checked, GuestRole::Agent, image) {
         Ok(m) => m,
         Err(e) => {
@@ -133,30 +134,14 @@ fn supervise(name: &str, home: &std::path::Path, ready: &mut File) -> Result<()>
     std::fs::write(&note, machine.dir().as_os_str().as_encoded_bytes())
         .map_err(|e| Error::io(&note, e))?;
     machine.start_vmm()?;
-    let socket = machine
-        .plan()
-        .agent_socket
-        .clone()
-        .ok_or_else(|| Error::State("agent socket missing from the plan".into()))?;
-    let kind = machine.kind();
-    let boot = machine.boot_watch();
-    let connected = AgentLink::connect(&socket, kind, deadline, || {
-        signals::received().is_none()
-            && machine
-                .vmm_mut()
-                .is_some_and(|v| matches!(v.try_wait(), Ok(None)))
-    });
-    let link = match connected {
-        Ok((link, _ready)) => Arc::new(link),
-        Err(e) => {
-            let why = if Instant::now() >= deadline {
-                boot.missing_step()
-            } else {
-                e.to_string()
-            };
-            let console = crate::run::tail_lines(&machine.plan().console_log, 15);
-            own.end = (Status::Stopped, Some(why.clone()));
-            return Err(Error::Vm(format!("{why}. Last console lines:\n{console}")));
+    let link = match AgentLink::boot(&mut machine, since, || signals::received().is_none()) {
+        Ok(link) => Arc::new(link),
+        Err(f) => {
+            own.end = (Status::Stopped, Some(f.why.clone()));
+            return Err(Error::Vm(format!(
+                "{}. Last console lines:\n{}",
+                f.why, f.console
+            )));
         }
     };
 

@@ -108,6 +108,22 @@ macro_rules! flag_methods {
     };
 }
 
+macro_rules! policy_methods {
+    () => {
+        /// Stat virtualization of this mount.
+        pub fn stat_virtualization(mut self, s: StatVirtualization) -> Self {
+            self.stat_virt = Some(s);
+            self
+        }
+
+        /// Host permissions policy of this mount.
+        pub fn host_permissions(mut self, h: HostPermissions) -> Self {
+            self.host_perms = Some(h);
+            self
+        }
+    };
+}
+
 /// How guest owners and modes are kept on a virtio-fs mount (the daemon's
 /// `--stat-virtualization`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,17 +172,7 @@ pub struct BindMount {
 impl BindMount {
     flag_methods!();
 
-    /// Stat virtualization of this mount.
-    pub fn stat_virtualization(mut self, s: StatVirtualization) -> Self {
-        self.stat_virt = Some(s);
-        self
-    }
-
-    /// Host permissions policy of this mount.
-    pub fn host_permissions(mut self, h: HostPermissions) -> Self {
-        self.host_perms = Some(h);
-        self
-    }
+    policy_methods!();
 }
 
 /// When a named volume is created.
@@ -229,17 +235,7 @@ impl NamedMount {
         self
     }
 
-    /// Stat virtualization of this mount.
-    pub fn stat_virtualization(mut self, s: StatVirtualization) -> Self {
-        self.stat_virt = Some(s);
-        self
-    }
-
-    /// Host permissions policy of this mount.
-    pub fn host_permissions(mut self, h: HostPermissions) -> Self {
-        self.host_perms = Some(h);
-        self
-    }
+    policy_methods!();
 }
 
 /// A tmpfs mount.

@@ -16,7 +16,7 @@ use crate::exit::RunError;
 use crate::spec::{MountSpec, SharePolicy, ShareQuota, VolumeMount};
 use crate::vmm::DiskFormat;
 
-/// What a lease says holds the volume.
+/// What a lease of `msb run` says holds the volume.
 pub const HOLDER: &str = "msb run";
 
 /// Mounts with every named volume resolved, and the leases to hold.
@@ -52,7 +52,7 @@ fn run_error(v: &VolumeMount, e: Error) -> RunError {
 
 /// Resolves and leases every named mount in `mounts` (in order), opening
 /// the store only when there is one.
-pub fn resolve(mounts: Vec<MountSpec>) -> Result<Resolved, RunError> {
+pub fn resolve(mounts: Vec<MountSpec>, holder: &str) -> Result<Resolved, RunError> {
     if !mounts.iter().any(|m| matches!(m, MountSpec::Volume(_))) {
         return Ok(Resolved {
             mounts,
@@ -85,7 +85,7 @@ pub fn resolve(mounts: Vec<MountSpec>) -> Result<Resolved, RunError> {
             .lease(
                 &v.name,
                 &LeaseRequest {
-                    holder: HOLDER.into(),
+                    holder: holder.into(),
                     target: Some(v.guest.clone()),
                     readonly: v.flags.ro,
                 },
