@@ -231,7 +231,8 @@ impl Daemon {
         }
     }
 
-    /// The daemon's process id.
+    /// The id of the process started (with a sandbox: the monitor, which
+    /// forwards signals to the server; see [`Daemon::server_pid`]).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
@@ -263,9 +264,35 @@ impl Daemon {
         }
     }
 
-    /// Number of open fds of the daemon (entries of `/proc/PID/fd`).
+    /// The process serving requests: with a sandbox the started process
+    /// is a monitor and the server is its last descendant (in `namespace`
+    /// mode there is an intermediate process between them). Waits (up to
+    /// [`SOCKET_WAIT`]) until that process runs more than one thread, which
+    /// it does only once its walls are up.
+    pub fn server_pid(&self) -> io::Result<u32> {
+        let deadline = Instant::now() + SOCKET_WAIT;
+        loop {
+            let mut pid = self.pid();
+            while let Some(child) = only_child(pid) {
+                pid = child;
+            }
+            if thread_count(pid).unwrap_or(0) > 1 {
+                return Ok(pid);
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no serving process under pid {}", self.pid()),
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Number of open fds of the serving process (entries of
+    /// `/proc/PID/fd` of [`Daemon::server_pid`]).
     pub fn open_fds(&self) -> io::Result<usize> {
-        Ok(fs::read_dir(format!("/proc/{}/fd", self.pid()))?.count())
+        Ok(fs::read_dir(format!("/proc/{}/fd", self.server_pid()?))?.count())
     }
 
     /// The last `max` bytes of the daemon's stdout/stderr.
@@ -310,6 +337,25 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// The one child of `pid`, if it has exactly one.
+fn only_child(pid: u32) -> Option<u32> {
+    let list = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let mut children = list.split_whitespace().filter_map(|c| c.parse().ok());
+    match (children.next(), children.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    }
+}
+
+/// The `Threads:` count of `/proc/PID/status`.
+fn thread_count(pid: u32) -> Option<usize> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 impl Drop for Daemon {

@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::filesystem::CachePolicy;
 use crate::policy::{HostPermissions, QuotaConfig, StatVirtualization};
+use crate::sandbox::SandboxMode;
 
 /// Default bound on the host fds the inode table may hold open.
 pub const DEFAULT_MAX_INODE_FDS: usize = 65536;
@@ -62,8 +63,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub thread_pool_size: usize,
 
-    /// Sandbox mechanism isolating the daemon from the host
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = SandboxArg::None)]
+    /// Sandbox isolating the daemon from the host: namespace forks into new user (when not
+    /// root), pid, mount, network, IPC and UTS namespaces and pivot_roots into the shared
+    /// directory; chroot (root only) chroots into it where namespaces are unavailable; none
+    /// relies on openat2 confinement alone
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = SandboxArg::Namespace)]
     pub sandbox: SandboxArg,
 
     /// Log level (overrides RUST_LOG; default info)
@@ -210,21 +214,20 @@ impl From<HostPermsArg> for HostPermissions {
 /// `--sandbox` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SandboxArg {
-    /// Mount namespace + pivot_root into the shared directory (not yet supported)
+    /// New namespaces + pivot_root into the shared directory
     Namespace,
-    /// chroot into the shared directory (not yet supported)
+    /// chroot into the shared directory
     Chroot,
     /// No sandbox: confinement relies on openat2 resolution alone
     None,
 }
 
-impl SandboxArg {
-    /// The flag's spelling, for messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxArg::Namespace => "namespace",
-            SandboxArg::Chroot => "chroot",
-            SandboxArg::None => "none",
+impl From<SandboxArg> for SandboxMode {
+    fn from(a: SandboxArg) -> Self {
+        match a {
+            SandboxArg::Namespace => SandboxMode::Namespace,
+            SandboxArg::Chroot => SandboxMode::Chroot,
+            SandboxArg::None => SandboxMode::None,
         }
     }
 }
@@ -302,6 +305,8 @@ pub struct Config {
     pub host_permissions: HostPermissions,
     /// The quota, if any.
     pub quota: Option<QuotaConfig>,
+    /// The process sandbox.
+    pub sandbox: SandboxMode,
 }
 
 /// A flag combination clap cannot reject by itself.
@@ -363,12 +368,6 @@ impl Cli {
                 return Err(UsageError(format!("--tag {tag:?}: contains NUL")));
             }
         }
-        if self.sandbox != SandboxArg::None {
-            return Err(UsageError(format!(
-                "--sandbox {}: not yet supported, use --sandbox none",
-                self.sandbox.as_str()
-            )));
-        }
         let max_inode_fds = match self.max_inode_fds {
             None => None,
             Some(n) => Some(usize::try_from(n).map_err(|_| {
@@ -402,6 +401,7 @@ impl Cli {
             stat_virtualization,
             host_permissions,
             quota,
+            sandbox: self.sandbox.into(),
         })
     }
 
@@ -529,19 +529,16 @@ mod tests {
     }
 
     #[test]
-    fn sandbox_other_than_none_is_refused() {
-        for mode in ["namespace", "chroot"] {
-            let e = resolve(&[
-                "--socket-path",
-                "/a",
-                "--shared-dir",
-                "/s",
-                "--sandbox",
-                mode,
-            ])
-            .unwrap_err();
-            assert!(e.0.contains("not yet supported"), "{e}");
-            assert!(e.0.contains(mode), "{e}");
+    fn sandbox_defaults_to_namespace() {
+        let c = resolve(&["--socket-path", "/a", "--shared-dir", "/s"]).unwrap();
+        assert_eq!(c.sandbox, SandboxMode::Namespace);
+        for (flag, mode) in [
+            ("namespace", SandboxMode::Namespace),
+            ("chroot", SandboxMode::Chroot),
+            ("none", SandboxMode::None),
+        ] {
+            let c = resolve(&["--fd=3", "--shared-dir=/s", "--sandbox", flag]).unwrap();
+            assert_eq!(c.sandbox, mode);
         }
     }
 

@@ -19,6 +19,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Checks one guest-supplied name: it must be a single, ordinary path
 /// component. Empty names, `.`, `..` and anything holding `/` get `EINVAL`.
@@ -109,6 +110,10 @@ fn openat2_raw(
     }
 }
 
+/// Set once the working directory is the `/proc/self/fd` directory (see
+/// [`ProcSelfFd::make_cwd`]): paths naming our fds are then relative.
+static PROC_FD_IS_CWD: AtomicBool = AtomicBool::new(false);
+
 /// A handle on `/proc/self/fd`, used to re-open inodes the daemon holds as
 /// `O_PATH` fds with real access modes, and to name them for the few calls
 /// that take no fd (xattrs, utimensat on `O_PATH` fds).
@@ -146,9 +151,31 @@ impl ProcSelfFd {
         CString::new(fd.as_raw_fd().to_string()).unwrap_or_default()
     }
 
-    /// The absolute path naming `fd` (for path-only calls such as getxattr).
+    /// A path naming `fd` (for path-only calls such as getxattr):
+    /// `/proc/self/fd/N`, or just `N` once [`ProcSelfFd::make_cwd`] has
+    /// made that directory the working directory (inside the sandbox, where
+    /// `/proc` is no longer reachable by an absolute path: `/` is the share,
+    /// and an absolute path would name a guest file).
     pub fn path_of(fd: BorrowedFd<'_>) -> CString {
-        CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+        let path = if PROC_FD_IS_CWD.load(Ordering::Acquire) {
+            fd.as_raw_fd().to_string()
+        } else {
+            format!("/proc/self/fd/{}", fd.as_raw_fd())
+        };
+        // A path made of digits and '/' never holds a NUL.
+        CString::new(path).unwrap_or_default()
+    }
+
+    /// Makes this `/proc/self/fd` directory the process's working
+    /// directory, so [`ProcSelfFd::path_of`] gives relative paths from now
+    /// on. The sandbox calls this once, before any thread starts.
+    pub fn make_cwd(&self) -> io::Result<()> {
+        // SAFETY: fchdir on an open directory fd (O_PATH fds are allowed).
+        if unsafe { libc::fchdir(self.dir.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        PROC_FD_IS_CWD.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Opens the inode behind our own `fd` again with `flags` (never with

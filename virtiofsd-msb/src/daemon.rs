@@ -24,8 +24,10 @@ use crate::cli::{
     capabilities_json, Cli, Config, LogLevel, Mode, UsageError, DEFAULT_MAX_INODE_FDS,
 };
 use crate::filesystem::{ConfinedFs, FsConfig};
+use crate::sandbox::SandboxMode;
 use crate::transport::fusedev::{FuseError, FuseMount, DEFAULT_FUSE_THREADS};
 use crate::transport::vhost_user::{self, VhostUserError, VhostUserOptions};
+use crate::walls;
 
 /// RLIMIT_NOFILE the daemon aims for when `--rlimit-nofile` is not given
 /// (further capped by `fs.nr_open`).
@@ -109,6 +111,12 @@ pub enum DaemonError {
     /// Signal handling could not be set up.
     #[error("signal handling: {0}")]
     Signals(String),
+    /// The sandbox could not be entered.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// Privileges could not be dropped.
+    #[error("dropping privileges: {0}")]
+    Privileges(String),
 }
 
 impl DaemonError {
@@ -162,31 +170,38 @@ pub fn run(cli: &Cli) -> Result<(), DaemonError> {
             // Bind before building the filesystem: it clears the umask.
             let (listener, socket) = SocketFile::create(path, config.socket_group.as_deref())?;
             let socket = Arc::new(socket);
+            // Inside a sandbox the path is out of reach: the monitor outside
+            // removes the socket once the server has exited.
+            let here = (config.sandbox == SandboxMode::None).then(|| socket.clone());
             let result = build_fs(fs_config).and_then(|fs| {
                 let s = socket.clone();
+                let fs = walls::enter(&config, fs, move || s.remove())?;
+                let s = here.clone();
                 spawn_signal_thread(signals, move || {
-                    s.remove();
+                    if let Some(s) = s {
+                        s.remove();
+                    }
                     std::process::exit(0)
                 })?;
                 serve_vhost_user(&config, fs, listener)
             });
-            socket.remove();
+            if let Some(s) = here {
+                s.remove();
+            }
             result
         }
         Mode::Fd(fd) => {
             let listener = listener_from_fd(*fd)?;
-            let fs = build_fs(fs_config)?;
+            let fs = walls::enter(&config, build_fs(fs_config)?, || {})?;
             spawn_signal_thread(signals, || std::process::exit(0))?;
             serve_vhost_user(&config, fs, listener)
         }
     }
 }
 
-fn build_fs(config: FsConfig) -> Result<Arc<ConfinedFs>, DaemonError> {
+fn build_fs(config: FsConfig) -> Result<ConfinedFs, DaemonError> {
     let path = config.shared_dir.clone();
-    ConfinedFs::new(config)
-        .map(Arc::new)
-        .map_err(|source| DaemonError::Filesystem { path, source })
+    ConfinedFs::new(config).map_err(|source| DaemonError::Filesystem { path, source })
 }
 
 fn serve_vhost_user(
@@ -215,7 +230,12 @@ fn run_fuse(
     let fsname = fs_config.shared_dir.to_string_lossy().into_owned();
     let readonly = fs_config.readonly;
     let fs = build_fs(fs_config)?;
-    let mount = FuseMount::mount(dir, &fsname, readonly)?;
+    let mut mount = FuseMount::mount(dir, &fsname, readonly)?;
+    let mountpoint = dir.to_path_buf();
+    let fs = walls::enter(config, fs, move || walls::unmount_host(&mountpoint))?;
+    if config.sandbox != SandboxMode::None {
+        mount.leave_mounted();
+    }
     let stopper = mount.stopper();
     spawn_signal_thread(signals, move || stopper.stop())?;
     let threads = match config.thread_pool_size {

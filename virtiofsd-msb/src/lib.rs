@@ -8,7 +8,8 @@
 //! - [`filesystem`]: our passthrough `FileSystem`;
 //! - [`policy`]: stat virtualization, host permissions, xattr names and
 //!   quota, consulted by the filesystem;
-//! - [`confinement`]: the one place host paths are resolved.
+//! - [`confinement`]: the one place host paths are resolved;
+//! - [`sandbox`]: the process sandbox around all of it.
 
 pub mod cli;
 pub mod confinement;
@@ -17,4 +18,6 @@ pub mod filesystem;
 pub mod policy;
 pub mod protocol;
 pub mod request_check;
+pub mod sandbox;
 pub mod transport;
+pub mod walls;

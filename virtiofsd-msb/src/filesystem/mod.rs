@@ -155,6 +155,13 @@ impl ConfinedFs {
         })
     }
 
+    /// Replaces the `/proc/self/fd` handle: a sandboxed server forked after
+    /// [`ConfinedFs::new`] must use the one of its own process (and of its
+    /// own `/proc`), which the sandbox opens.
+    pub fn use_proc_fd(&mut self, proc_fd: ProcSelfFd) {
+        self.proc_fd = proc_fd;
+    }
+
     /// The settings this filesystem was built with.
     pub fn config(&self) -> &FsConfig {
         &self.config

@@ -49,6 +49,8 @@ pub struct FuseMount {
     session: Arc<FuseSession>,
     mountpoint: PathBuf,
     stopped: Arc<AtomicBool>,
+    /// Set in a sandboxed server: the monitor outside unmounts.
+    leave_mounted: bool,
 }
 
 /// Ends a [`FuseMount::serve`] from another thread (e.g. on SIGTERM).
@@ -90,7 +92,15 @@ impl FuseMount {
             session: Arc::new(session),
             mountpoint: mountpoint.to_path_buf(),
             stopped: Arc::new(AtomicBool::new(false)),
+            leave_mounted: false,
         })
+    }
+
+    /// Makes [`FuseMount::serve`] return without unmounting: a sandboxed
+    /// server cannot reach the host's mount, and the monitor outside the
+    /// sandbox unmounts once the server has exited.
+    pub fn leave_mounted(&mut self) {
+        self.leave_mounted = true;
     }
 
     /// A handle that ends [`FuseMount::serve`].
@@ -168,8 +178,14 @@ impl FuseMount {
         let FuseMount {
             session,
             mountpoint,
+            leave_mounted,
             ..
         } = self;
+        if leave_mounted {
+            // The session's Drop would try to unmount.
+            std::mem::forget(session);
+            return;
+        }
         match Arc::try_unwrap(session) {
             Ok(mut session) => {
                 if let Err(e) = session.umount() {
