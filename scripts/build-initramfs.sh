@@ -45,6 +45,7 @@ declare -A fs_modules=(
   [xfs]="xfs"
   [btrfs]="btrfs"
   [vfat]="vfat nls_cp437 nls_ascii? nls_iso8859_1?"
+  [overlay]="overlay"
 )
 
 [ -f "$kdir/version" ] && [ -f "$kdir/vmlinuz" ] ||
