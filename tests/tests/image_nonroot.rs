@@ -3,7 +3,7 @@
 //! it: the store's files belong to that user and carry no setuid bit on
 //! the host, while the guest sees root and setuid (stat virtualization);
 //! QEMU (TCG), the daemons and a sandbox's supervisor all run as that
-//! user. Two boots.
+//! user; the sandbox's sparse writable layer takes a few MiB. Two boots.
 //!
 //! Known and left: a symlink of an image shows the puller's uid in the
 //! guest (Linux keeps no `user.*` xattr on a symlink, so it has no record).
@@ -131,8 +131,17 @@ fn a_non_root_user_runs_an_image_with_a_setuid_root_su() {
         "{}",
         exec.describe()
     );
-    let upper = env.home().join("sandboxes/s");
-    let owners: Vec<u32> = std::fs::read_dir(&upper)
+    let dir = env.home().join("sandboxes/s");
+    // The 4 GiB writable layer is sparse: a few MiB once the guest mounted
+    // it (mkfs does not write the journal out).
+    let upper = std::fs::metadata(dir.join("upper.raw")).unwrap();
+    assert_eq!(upper.len(), 4 << 30);
+    assert!(
+        upper.blocks() * 512 < 8 << 20,
+        "writable layer takes {} KiB on the host",
+        upper.blocks() / 2
+    );
+    let owners: Vec<u32> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().uid())
         .collect();
