@@ -108,8 +108,7 @@ fn boot(plan: &VmPlan) -> Run {
     };
     let took = start.elapsed();
     let life = watcher.join().expect("watcher");
-    let log =
-        std::fs::read_to_string(plan.run_dir.join(msb::vmm::VMM_LOG)).unwrap_or_default();
+    let log = std::fs::read_to_string(plan.run_dir.join(msb::vmm::VMM_LOG)).unwrap_or_default();
     eprintln!("cloud-hypervisor log:\n{log}");
     Run {
         exit: ch_exit(status, &life),

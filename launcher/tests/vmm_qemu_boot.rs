@@ -66,8 +66,7 @@ fn boot(plan: &VmPlan) -> Run {
     let took = start.elapsed();
     let console =
         String::from_utf8_lossy(&std::fs::read(&plan.console_log).unwrap_or_default()).into_owned();
-    let log =
-        std::fs::read_to_string(plan.run_dir.join(msb::vmm::VMM_LOG)).unwrap_or_default();
+    let log = std::fs::read_to_string(plan.run_dir.join(msb::vmm::VMM_LOG)).unwrap_or_default();
     let status = status.unwrap_or_else(|| {
         panic!("QEMU did not end within {BOOT_LIMIT:?}; console:\n{console}\nlog:\n{log}")
     });
