@@ -53,6 +53,9 @@ pub enum Command {
     /// Remove sandboxes (a running one only with -f).
     #[command(alias = "remove")]
     Rm(sb::RmArgs),
+    /// Serve the HTTP/JSON API on a unix socket (default $MSB_HOME/msb.sock),
+    /// e.g. `msb serve` or `msb serve --socket /run/msb.sock`.
+    Serve(crate::serve::ServeArgs),
     /// The process that owns a running sandbox (started by create/start).
     #[command(name = "sandbox-supervisor", hide = true)]
     SandboxSupervisor(sb::SupervisorArgs),

@@ -10,6 +10,7 @@
 //! - [`volume`]: `msb volume` (named volumes) and the named mounts of a run;
 //! - [`image`]: `msb pull`, `msb load`, `msb image`, `msb registry` (the
 //!   `images` store);
+//! - [`serve`]: `msb serve`, the HTTP/JSON API on a unix socket;
 //! - [`exit`]: the exit statuses.
 
 pub mod assets;
@@ -22,6 +23,7 @@ pub mod run;
 pub mod sandbox;
 pub mod sandbox_cmd;
 pub mod sdk;
+pub mod serve;
 pub mod spec;
 pub mod vmm;
 pub mod volume;

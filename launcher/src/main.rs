@@ -64,6 +64,10 @@ fn main() {
             init_logging(LogLevel::Warn);
             std::process::exit(msb::image::registry(&args));
         }
+        Command::Serve(args) => {
+            init_logging(args.log_level);
+            std::process::exit(msb::serve::main(&args));
+        }
         Command::SandboxSupervisor(args) => {
             init_logging(LogLevel::Info);
             std::process::exit(msb::sandbox::supervisor::main(&args.name, &args.home));

@@ -127,7 +127,8 @@ fn mounts_of(r: &SandboxRecord) -> Vec<String> {
     out
 }
 
-fn record_json(r: &SandboxRecord) -> serde_json::Value {
+/// A sandbox as `msb ls --json`, `msb inspect` and `msb serve` show it.
+pub fn record_json(r: &SandboxRecord) -> serde_json::Value {
     json!({
         "name": r.name,
         "image": r.spec.image,

@@ -101,6 +101,16 @@ pub struct ExecOutput {
 }
 
 impl ExecOutput {
+    /// A finished command's output from its parts (e.g. what a server
+    /// relaying an [`ExecStream`] collected).
+    pub fn new(stdout: Vec<u8>, stderr: Vec<u8>, exited: Exited) -> ExecOutput {
+        ExecOutput {
+            stdout,
+            stderr,
+            exited,
+        }
+    }
+
     /// Its stdout as text (invalid UTF-8 replaced).
     pub fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
@@ -198,6 +208,12 @@ impl ExecStream {
     /// The next output chunk or the exit; `None` after the exit.
     pub async fn next(&mut self) -> Option<Result<ExecEvent>> {
         self.events.recv().await
+    }
+
+    /// A handle for its stdin, signals and resizes that can be used from
+    /// another task or thread while this stream is read.
+    pub fn input(&self) -> ExecInput {
+        self.input.clone()
     }
 
     /// Sends bytes to its stdin.
