@@ -1,32 +1,47 @@
 #!/usr/bin/env bash
 # Builds the base initramfs for the real-guest tests (tests/tests/guest_*.rs):
 #   busybox-static (every applet as a /bin symlink), the guest kernel modules
-#   needed for virtio-pci + virtiofs (+ virtio_blk, virtio_console), the static
-#   lock helper /bin/msb-lock (tests/guest/msb-lock.rs) and /init
-#   (tests/guest/init.sh).
+#   needed for virtio-pci + virtiofs (+ virtio_blk, virtio_console) when the
+#   kernel has them as modules (msb's own kernel has them built in: then
+#   /etc/msb-modules is empty), the static lock helper /bin/msb-lock
+#   (tests/guest/msb-lock.rs) and /init (tests/guest/init.sh).
 # The per-test script is not in it: the harness appends a second cpio archive
 # holding /test.sh (the kernel unpacks concatenated archives in order).
 #
-# Usage: scripts/build-test-initramfs.sh [OUT]
-#   OUT defaults to $MSB_GUEST_DIR/test-initramfs.cpio.gz
-#   (MSB_GUEST_DIR defaults to <workspace>/target/guest).
+# Usage: scripts/build-test-initramfs.sh [--kernel-dir DIR] [OUT]
+#   DIR  the kernel (default $MSB_GUEST_DIR/msb-kernel, scripts/build-kernel.sh;
+#        Debian's cloud kernel is $MSB_GUEST_DIR/kernel, scripts/fetch-kernel.sh)
+#   OUT  defaults to $MSB_GUEST_DIR/test-initramfs.cpio.gz
+#        (MSB_GUEST_DIR defaults to <workspace>/target/guest).
 # Idempotent: does nothing when OUT was built from the same inputs (a stamp
 # of the inputs is kept next to OUT). Needs the kernel from scripts/setup.sh.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 guest_dir="${MSB_GUEST_DIR:-$top/target/guest}"
-out="${1:-$guest_dir/test-initramfs.cpio.gz}"
-kdir="$guest_dir/kernel"
 log() { printf 'build-test-initramfs: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+kdir="$guest_dir/msb-kernel"
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --kernel-dir)
+      [ $# -ge 2 ] || die "--kernel-dir needs a directory"
+      kdir=$(cd "$2" 2>/dev/null && pwd) || die "no directory $2"
+      shift 2
+      ;;
+    -*) die "unknown option $1" ;;
+    *) [ -z "$out" ] || die "one OUT only"; out=$1; shift ;;
+  esac
+done
+out="${out:-$guest_dir/test-initramfs.cpio.gz}"
 
 # Wanted modules, by file name. Dependencies are added from modules.dep and
 # everything is loaded in dependency order; built-in ones are skipped.
 wanted=(virtio_pci fuse virtiofs virtio_blk virtio_console)
 
-[ -f "$kdir/version" ] && [ -f "$kdir/vmlinuz" ] ||
-  die "no guest kernel in $kdir: run scripts/setup.sh"
+[ -f "$kdir/version" ] ||
+  die "no guest kernel in $kdir: run scripts/setup.sh (or scripts/build-kernel.sh)"
 version=$(cat "$kdir/version")
 moddir="$kdir/lib/modules/$version"
 [ -f "$moddir/modules.dep" ] || die "no $moddir/modules.dep: run scripts/setup.sh"
@@ -50,6 +65,7 @@ stamp=$(
   {
     echo "$version ${wanted[*]}"
     sha256sum "$self" "$modlib" "$init_src" "$lock_src" "$moddir/modules.dep"
+    [ ! -f "$moddir/modules.builtin" ] || sha256sum "$moddir/modules.builtin"
     stat -L -c '%s %Y' "$busybox"
     rustc --version
   } | sha256sum | cut -d' ' -f1
@@ -87,7 +103,8 @@ for name in "${order[@]}"; do
   guest_modules_install "$moddir" "${GUEST_MODULE_PATH[$name]}" "$root/lib/modules/$name.ko" ||
     die "cannot copy module $name"
 done
-printf '%s\n' "${order[@]}" >"$root/etc/msb-modules"
+: >"$root/etc/msb-modules"
+[ ${#order[@]} -eq 0 ] || printf '%s\n' "${order[@]}" >"$root/etc/msb-modules"
 echo "msb test guest" >"$root/etc/msb-guest-release"
 
 # The lock helper, a static std-only binary.
@@ -101,4 +118,4 @@ install -m 755 "$init_src" "$root/init"
   cpio --null -o -H newc --owner=0:0 --quiet) | gzip -9 >"$work/initramfs.cpio.gz"
 mv "$work/initramfs.cpio.gz" "$out"
 echo "$stamp" >"$out.stamp"
-log "built $out (kernel $version; modules: ${order[*]})"
+log "built $out (kernel $version; modules: ${order[*]:-none, all built in})"

@@ -66,12 +66,15 @@ done
 # virtiofsd 1.14.0 under target/bench/ (skipped when already there).
 "$here/lib/virtiofsd-ref.sh" >/dev/null
 
-# Guest kernel (Debian's cloud kernel) into target/guest/.
-"$here/fetch-kernel.sh"
+# Guest kernel built for msb (scripts/guest-kernel/config) into
+# target/guest/msb-kernel; a no-op when the cached build is current (a cold
+# build is ~8 CPU-minutes). Debian's cloud kernel, for `msb run --kernel`,
+# is optional: scripts/fetch-kernel.sh.
+"$here/build-kernel.sh"
 
 # Initramfs for the real-guest tests (rebuilt only when its inputs change).
 if [ -f "$here/build-test-initramfs.sh" ]; then
   bash "$here/build-test-initramfs.sh"
 fi
 log "done"
-"$here/build-initramfs.sh" && (cd "$here/.." && cargo build --release --quiet -p virtiofsd-msb) # msb run: default initramfs (target/guest/msb-initramfs.cpio.gz) + daemon next to target/release/msb
+"$here/build-initramfs.sh" && (cd "$here/.." && cargo build --release --quiet -p virtiofsd-msb) # msb run: default initramfs (target/guest/msb-initramfs.cpio) + daemon next to target/release/msb

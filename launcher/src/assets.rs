@@ -4,6 +4,12 @@
 //! Search order for the guest images: the flag (or `MSB_KERNEL` /
 //! `MSB_INITRAMFS`), then `<dir of msb>/../guest/` (a workspace build:
 //! `target/release/msb` → `target/guest/`), then `/usr/share/msb/`.
+//! The default kernel is msb's own (`msb-kernel/vmlinux`, built by
+//! `scripts/build-kernel.sh`, everything built in); its initramfs holds no
+//! modules. A kernel given with `--kernel` that has modules (Debian's cloud
+//! kernel from `scripts/fetch-kernel.sh`) needs an initramfs with them: one
+//! named `msb-initramfs.cpio` next to that kernel is taken before the
+//! default (`scripts/build-initramfs.sh --kernel-dir DIR` puts it there).
 //! The daemon is looked for next to `msb`, then on `PATH`.
 
 use std::path::{Path, PathBuf};
@@ -37,6 +43,17 @@ fn guest_dirs() -> Vec<PathBuf> {
     }
     dirs.push(PathBuf::from("/usr/share/msb"));
     dirs
+}
+
+/// Where the default kernel is, relative to a guest directory.
+pub const DEFAULT_KERNEL: &str = "msb-kernel/vmlinux";
+/// File name of an initramfs, in a guest directory or next to a kernel.
+pub const INITRAMFS_NAME: &str = "msb-initramfs.cpio";
+
+/// The initramfs made for `kernel`: [`INITRAMFS_NAME`] in its directory.
+fn initramfs_beside(kernel: &Path) -> Option<PathBuf> {
+    let p = kernel.parent()?.join(INITRAMFS_NAME);
+    p.is_file().then_some(p)
 }
 
 fn find_guest_file(given: Option<&Path>, rels: &[&str], what: &str) -> Result<PathBuf, RunError> {
@@ -98,12 +115,53 @@ impl Assets {
         let (env_kernel, env_initramfs) = (from_env("MSB_KERNEL"), from_env("MSB_INITRAMFS"));
         let kernel = kernel.or(env_kernel.as_deref());
         let initramfs = initramfs.or(env_initramfs.as_deref());
+        // An uncompressed ELF with a PVH entry: no decompression, no
+        // real-mode setup.
+        let kernel_path = find_guest_file(kernel, &[DEFAULT_KERNEL], "kernel")?;
+        let beside = match (kernel, initramfs) {
+            (Some(_), None) => initramfs_beside(&kernel_path),
+            _ => None,
+        };
+        let initramfs = match beside {
+            Some(p) => p,
+            None => find_guest_file(initramfs, &[INITRAMFS_NAME], "initramfs")?,
+        };
         Ok(Assets {
-            // The uncompressed ELF boots through PVH, skipping decompression
-            // and real-mode setup; the bzImage is the fallback.
-            kernel: find_guest_file(kernel, &["kernel/vmlinux", "kernel/vmlinuz"], "kernel")?,
-            initramfs: find_guest_file(initramfs, &["msb-initramfs.cpio.gz"], "initramfs")?,
+            kernel: kernel_path,
+            initramfs,
             daemon: find_daemon()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initramfs_beside_a_kernel_is_found_only_when_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinux");
+        std::fs::write(&kernel, b"k").unwrap();
+        assert_eq!(initramfs_beside(&kernel), None);
+        let initramfs = dir.path().join(INITRAMFS_NAME);
+        std::fs::write(&initramfs, b"i").unwrap();
+        assert_eq!(initramfs_beside(&kernel), Some(initramfs));
+    }
+
+    #[test]
+    fn given_files_are_kept_or_named_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = dir.path().join("other.cpio.gz");
+        std::fs::write(&given, b"o").unwrap();
+        let found = find_guest_file(Some(&given), &[INITRAMFS_NAME], "initramfs").unwrap();
+        assert_eq!(found, given);
+        let missing = dir.path().join("vmlinux");
+        let err = find_guest_file(Some(&missing), &[DEFAULT_KERNEL], "kernel").unwrap_err();
+        assert!(
+            err.message.contains(&missing.display().to_string()),
+            "{}",
+            err.message
+        );
     }
 }

@@ -1,9 +1,9 @@
-//! Real guests under QEMU TCG: boot Debian's cloud kernel with the test
+//! Real guests under QEMU TCG: boot msb's guest kernel with the test
 //! initramfs, let it mount a directory served by a real `virtiofsd-msb`
 //! process, run a shell script inside, and collect what it printed.
 //!
 //! Pieces:
-//! - [`GuestAssets`]: qemu, the guest kernel (`scripts/setup.sh` fetches it) and
+//! - [`GuestAssets`]: qemu, the guest kernel (`scripts/setup.sh` builds it) and
 //!   the cached base initramfs (`scripts/build-test-initramfs.sh` builds it).
 //! - [`start_daemon`]: a [`Daemon`] (from [`crate::daemon_proc`]) serving a
 //!   fresh temporary `share/`; lay out files in it, then hand it over.
@@ -118,7 +118,7 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 pub struct GuestAssets {
     /// `qemu-system-x86_64`.
     pub qemu: PathBuf,
-    /// The guest kernel (bzImage).
+    /// The guest kernel (`msb-kernel/vmlinux`, an ELF with a PVH entry).
     pub kernel: PathBuf,
     /// The base test initramfs (gzip'd newc cpio).
     pub initramfs: PathBuf,
@@ -147,7 +147,7 @@ impl GuestAssets {
             })?,
         };
         let dir = guest_dir();
-        let kernel = dir.join("kernel/vmlinuz");
+        let kernel = dir.join("msb-kernel/vmlinux");
         if !kernel.is_file() {
             return Err(HarnessError::new(format!(
                 "guest kernel {} not found: run scripts/setup.sh",

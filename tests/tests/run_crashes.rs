@@ -119,9 +119,10 @@ fn a_control_share_that_never_answers_ends_at_the_boot_deadline() {
         .command(["true"])
         .deadline(Duration::from_secs(150))
         .spawn();
-    // Freeze the control share's daemon once the VM runs (QEMU has done its
-    // vhost-user handshake: the firmware writes to the console) and before
-    // msb-init mounts the share, so its FUSE_INIT is never answered.
+    // Freeze the control share's daemon once msb-init says on the console
+    // that it started (the guest kernel has set the virtio-fs device up, so
+    // QEMU is done with its vhost-user messages) and before it mounts the
+    // share, so its FUSE_INIT is never answered.
     let end = std::time::Instant::now() + Duration::from_secs(20);
     let daemon = loop {
         let console_started = std::fs::read_dir(sb.run_dir())
@@ -129,7 +130,8 @@ fn a_control_share_that_never_answers_ends_at_the_boot_deadline() {
             .flatten()
             .flatten()
             .any(|run| {
-                std::fs::metadata(run.path().join("console.log")).is_ok_and(|m| m.len() > 0)
+                std::fs::read(run.path().join("console.log"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("msb-init: started"))
             });
         let found = running
             .children_seen()

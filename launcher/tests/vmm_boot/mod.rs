@@ -3,7 +3,7 @@
 //! appended, FIFO capture, a `virtiofsd-msb` on a pre-bound socket, and
 //! bounded waits.
 //!
-//! The guest is `target/guest/kernel/vmlinuz` with
+//! The guest is `target/guest/msb-kernel/vmlinux` (scripts/build-kernel.sh) with
 //! `target/guest/test-initramfs.cpio.gz` (`scripts/build-test-initramfs.sh`,
 //! run here when missing): its `/init` loads the virtio modules, mounts the
 //! virtiofs tag given as `msb.tag=` at `/mnt` (when given), runs `/test.sh`
@@ -36,7 +36,7 @@ pub fn workspace() -> PathBuf {
 
 /// Kernel and base initramfs of the test guest.
 pub struct Guest {
-    /// bzImage.
+    /// The kernel (an ELF with a PVH entry).
     pub kernel: PathBuf,
     /// Base test initramfs (gzip'd newc).
     pub initramfs: PathBuf,
@@ -50,16 +50,16 @@ pub fn guest() -> Result<Guest, String> {
     let dir = std::env::var_os("MSB_GUEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/guest"));
-    let kernel = dir.join("kernel/vmlinuz");
+    let kernel = dir.join("msb-kernel/vmlinux");
     if !kernel.is_file() {
         return Err(format!(
             "no guest kernel at {} (run scripts/setup.sh)",
             kernel.display()
         ));
     }
-    let version = std::fs::read_to_string(dir.join("kernel/version"))
-        .map_err(|e| format!("{}: {e}", dir.join("kernel/version").display()))?;
-    let modules = dir.join("kernel/lib/modules").join(version.trim());
+    let version = std::fs::read_to_string(dir.join("msb-kernel/version"))
+        .map_err(|e| format!("{}: {e}", dir.join("msb-kernel/version").display()))?;
+    let modules = dir.join("msb-kernel/lib/modules").join(version.trim());
     let initramfs = dir.join("test-initramfs.cpio.gz");
     let script = workspace().join("scripts/build-test-initramfs.sh");
     let built = Command::new(&script)
