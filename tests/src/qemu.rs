@@ -330,7 +330,12 @@ impl GuestConfig {
         let timeout = self.effective_timeout();
         let daemon = self.daemon;
         let mem = self.memory_mib;
-        let mut cmdline = String::from("console=ttyS0 panic=-1 quiet");
+        // The machine, firmware and TCG kernel parameters of `msb run`
+        // (launcher/src/vmm/qemu.rs says why each), for the same boot time.
+        let mut cmdline = String::from("console=ttyS0 panic=-1 quiet no_timer_check");
+        if self.cpus == 1 {
+            cmdline.push_str(" noapictimer noreplace-smp");
+        }
         if daemon.is_some() {
             cmdline.push_str(&format!(" msb.tag={TAG}"));
         }
@@ -340,6 +345,10 @@ impl GuestConfig {
         }
         let mut cmd = Command::new(&assets.qemu);
         cmd.args([
+            "-machine",
+            "q35,sata=off,smbus=off,vmport=off,smm=off,i8042=off",
+            "-bios",
+            "qboot.rom",
             "-accel",
             "tcg",
             "-nodefaults",

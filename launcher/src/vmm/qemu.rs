@@ -1,12 +1,19 @@
 //! The QEMU backend: the exact `qemu-system-x86_64` command line for a
 //! [`VmPlan`].
 //!
-//! Choices, each checked on this machine (QEMU 7.2, Debian's cloud kernel):
-//! - The `pc` machine (QEMU's default), not `-M microvm`: microvm has no HPET
-//!   or ACPI PM timer, so under TCG on a loaded host the kernel cannot
-//!   calibrate the TSC and hangs early in boot (5 of 8 boots hung at
-//!   "tsc: Marking TSC unstable"); `pc` calibrates against the HPET. microvm
-//!   saved about 0.4 s when it did boot.
+//! Choices, each measured on this machine (QEMU 7.2 under TCG, msb's guest
+//! kernel; `scripts/bench-boot`, figures in the README):
+//! - The `q35` machine, without the devices it has by default and msb does
+//!   not use (SATA, SMBus, VMware port, SMM, PS/2 controller): fewer
+//!   devices for the guest to enumerate. Not `pc`: its ACPI PCI interrupt
+//!   links cost 150-300 ms of guest boot per device under TCG. Not
+//!   `-M microvm`: it has no HPET or ACPI PM timer, so under TCG on a loaded
+//!   host the kernel cannot calibrate the TSC and hangs early in boot (it
+//!   also hung here with msb's kernel unless given the TSC rate).
+//! - qboot (`-bios qboot.rom`, shipped with QEMU) instead of SeaBIOS: it
+//!   only sets up what a Linux boot needs (~50 ms less).
+//! - Under TCG the kernel gets [`TCG_KERNEL_PARAMS`], and with one vCPU
+//!   also [`TCG_UP_KERNEL_PARAMS`] (see there for what each saves).
 //! - Guest RAM is a shared memfd (`share=on`), bound through a NUMA node:
 //!   vhost-user needs the daemon to map guest memory.
 //! - The command's stdout/stderr are two `virtserialport`s named
@@ -16,11 +23,14 @@
 //!   whenever the guest holds the port open (measured: the first of 200
 //!   lines was lost). `file` opens the FIFO write-only; that open blocks
 //!   until the launcher has the FIFO open for reading, so open it first.
+//!   The controller gets only as many ports as are used (`max_ports`; the
+//!   default 31 makes the guest set up 64 virtqueues).
 //! - The kernel console (ttyS0) goes to `plan.console_log`.
 //! - `-no-reboot` plus `panic=-1`: a guest reboot or panic ends QEMU. With a
-//!   `pvpanic-pci` device and `-action panic=exit-failure`, a guest whose
-//!   kernel has the `pvpanic_pci` module loaded makes QEMU exit 1 on a panic
-//!   (without the module a panic reboots, and QEMU exits 0 like a poweroff).
+//!   `pvpanic-pci` device and `-action panic=exit-failure`, a guest kernel
+//!   with pvpanic (built into msb's kernel; a module in Debian's) makes QEMU
+//!   exit 1 on a panic (without it a panic reboots, and QEMU exits 0 like a
+//!   poweroff).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -31,8 +41,31 @@ use guest_init::protocol::AGENT_PORT;
 
 use super::{kernel_cmdline, Accel, DiskFormat, VmPlan, VmmExit};
 
-/// Kernel parameters the QEMU backend adds to `plan.cmdline`.
-pub const QEMU_KERNEL_PARAMS: &str = "console=ttyS0 panic=-1";
+/// Kernel parameters the QEMU backend adds to `plan.cmdline`. `loglevel=6`
+/// (after the plan's own, so it wins) puts the kernel's first two lines,
+/// its version and command line, on the console: with qboot nothing else
+/// shows that the guest started before msb-init does, and the boot
+/// deadline's diagnosis tells "the VM never ran" from "the kernel never
+/// started msb-init" by the console being empty or not.
+pub const QEMU_KERNEL_PARAMS: &str = "console=ttyS0 panic=-1 loglevel=6";
+
+/// Kernel parameters added under TCG: `no_timer_check` skips the check that
+/// the timer interrupt works through the IO-APIC (a wait of several ticks).
+pub const TCG_KERNEL_PARAMS: &str = "no_timer_check";
+
+/// Kernel parameters added under TCG with one vCPU. `noapictimer`: the
+/// local APIC timer would be calibrated against the PIT for 100 ms of
+/// guest time; the HPET serves as the tick instead (with several vCPUs
+/// every tick would then be broadcast, which measured slower).
+/// `noreplace-smp`: leaves the kernel's `lock` prefixes in place instead of
+/// patching thousands of them out for a single CPU (~60 ms of guest boot).
+pub const TCG_UP_KERNEL_PARAMS: &str = "noapictimer noreplace-smp";
+
+/// The `-machine` value: q35 without the default devices msb does not use.
+pub const MACHINE: &str = "q35,sata=off,smbus=off,vmport=off,smm=off,i8042=off";
+
+/// The firmware: QEMU's qboot (found in QEMU's data directory).
+pub const FIRMWARE: &str = "qboot.rom";
 
 /// The virtio-serial port names carrying the command's stdout and stderr.
 pub const STDOUT_PORT: &str = "msb.stdout";
@@ -53,9 +86,7 @@ pub fn drive_format(format: DiskFormat) -> &'static str {
 /// commas doubled, so any path works.
 pub fn qemu_argv(plan: &VmPlan) -> Vec<OsString> {
     let mut a = Args::default();
-    // q35 rather than pc: pc's ACPI PCI interrupt links cost 150-300 ms of
-    // guest boot per device under TCG.
-    a.flags(&["-machine", "q35"]);
+    a.flags(&["-machine", MACHINE, "-bios", FIRMWARE]);
     match plan.accel {
         Accel::Tcg => a.flags(&["-accel", "tcg"]),
         Accel::Kvm => a.flags(&["-accel", "kvm", "-cpu", "host"]),
@@ -70,7 +101,7 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<OsString> {
     a.flag("-kernel").path(&plan.kernel);
     a.flag("-initrd").path(&plan.initramfs);
     a.flag("-append")
-        .flag(&kernel_cmdline(&plan.cmdline, QEMU_KERNEL_PARAMS));
+        .flag(&kernel_cmdline(&plan.cmdline, &kernel_params(plan)));
     a.flag("-chardev")
         .opts(&[("", b"file"), ("id", b"console")], &plan.console_log);
     a.flags(&["-serial", "chardev:console"]);
@@ -106,7 +137,10 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<OsString> {
             .kv("serial", disk.serial.as_bytes());
         a.flag("-device").push(dev.finish());
     }
-    a.flags(&["-device", "virtio-serial-pci,id=vser"]);
+    // Port 0 is reserved for a console: one more than the ports used.
+    let ports = 3 + usize::from(plan.agent_socket.is_some());
+    a.flag("-device")
+        .flag(&format!("virtio-serial-pci,id=vser,max_ports={ports}"));
     for (id, fifo, name) in [
         ("stdout", &plan.stdout_fifo, STDOUT_PORT),
         ("stderr", &plan.stderr_fifo, STDERR_PORT),
@@ -134,6 +168,20 @@ pub fn qemu_argv(plan: &VmPlan) -> Vec<OsString> {
         ));
     }
     a.0
+}
+
+/// The parameters the QEMU backend adds to the kernel command line.
+fn kernel_params(plan: &VmPlan) -> String {
+    let mut params = QEMU_KERNEL_PARAMS.to_string();
+    if plan.accel == Accel::Tcg {
+        params.push(' ');
+        params.push_str(TCG_KERNEL_PARAMS);
+        if plan.cpus == 1 {
+            params.push(' ');
+            params.push_str(TCG_UP_KERNEL_PARAMS);
+        }
+    }
+    params
 }
 
 /// The kernel's panic banner; printed on the console whatever the log level.
@@ -249,7 +297,9 @@ mod tests {
     fn minimal_plan_argv_tcg() {
         let expected = [
             "-machine",
-            "q35",
+            "q35,sata=off,smbus=off,vmport=off,smm=off,i8042=off",
+            "-bios",
+            "qboot.rom",
             "-accel",
             "tcg",
             "-m",
@@ -269,7 +319,7 @@ mod tests {
             "-initrd",
             "/k/initrd.gz",
             "-append",
-            "quiet console=ttyS0 panic=-1",
+            "quiet console=ttyS0 panic=-1 loglevel=6 no_timer_check noapictimer noreplace-smp",
             "-chardev",
             "file,id=console,path=/run/x/console.log",
             "-serial",
@@ -279,7 +329,7 @@ mod tests {
             "-action",
             "panic=exit-failure",
             "-device",
-            "virtio-serial-pci,id=vser",
+            "virtio-serial-pci,id=vser,max_ports=3",
             "-chardev",
             "file,id=stdout,path=/run/x/stdout.fifo",
             "-device",
@@ -296,7 +346,9 @@ mod tests {
     fn full_plan_argv_kvm() {
         let expected = [
             "-machine",
-            "q35",
+            "q35,sata=off,smbus=off,vmport=off,smm=off,i8042=off",
+            "-bios",
+            "qboot.rom",
             "-accel",
             "kvm",
             "-cpu",
@@ -318,7 +370,7 @@ mod tests {
             "-initrd",
             "/k/initrd.gz",
             "-append",
-            "quiet loglevel=3 console=ttyS0 panic=-1 -- init-arg",
+            "quiet loglevel=3 console=ttyS0 panic=-1 loglevel=6 -- init-arg",
             "-chardev",
             "file,id=console,path=/run/x/console.log",
             "-serial",
@@ -348,7 +400,7 @@ mod tests {
             "-device",
             "virtio-blk-pci,drive=disk2,serial=msb-d2",
             "-device",
-            "virtio-serial-pci,id=vser",
+            "virtio-serial-pci,id=vser,max_ports=3",
             "-chardev",
             "file,id=stdout,path=/run/x/stdout.fifo",
             "-device",
@@ -359,6 +411,23 @@ mod tests {
             "virtserialport,bus=vser.0,chardev=stderr,name=msb.stderr",
         ];
         assert_eq!(strings(qemu_argv(&full_plan())), expected);
+    }
+
+    #[test]
+    fn tcg_kernel_params_depend_on_the_vcpu_count() {
+        let append = |plan: &VmPlan| {
+            let argv = strings(qemu_argv(plan));
+            let i = argv.iter().position(|a| a == "-append").expect("-append");
+            argv[i + 1].clone()
+        };
+        let mut plan = minimal_plan();
+        plan.cpus = 2;
+        assert_eq!(
+            append(&plan),
+            "quiet console=ttyS0 panic=-1 loglevel=6 no_timer_check"
+        );
+        plan.accel = Accel::Kvm;
+        assert_eq!(append(&plan), "quiet console=ttyS0 panic=-1 loglevel=6");
     }
 
     #[test]
@@ -403,6 +472,7 @@ mod tests {
                 "virtserialport,bus=vser.0,chardev=agent,name=msb.agent",
             ]
         );
+        assert!(argv.contains(&"virtio-serial-pci,id=vser,max_ports=4".to_string()));
         plan.agent_socket = None;
         assert!(!strings(qemu_argv(&plan))
             .iter()
