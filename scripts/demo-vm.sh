@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serves a host directory to a VM with virtiofsd-msb and shows the guest
-# using it: boots Debian's cloud kernel under QEMU (TCG) with the test
+# using it: boots msb's guest kernel under QEMU (TCG) with the test
 # initramfs, which mounts the share at /mnt; the guest lists it and reads
 # hello.txt, and, when the share is writable, writes from-guest.txt, which
 # the host then shows.
@@ -21,7 +21,8 @@ die() { log "$*"; exit 1; }
 
 [ $# -le 1 ] || die "usage: $0 [DIR]"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found: run scripts/setup.sh"
-[ -f "$guest_dir/kernel/vmlinuz" ] || die "no guest kernel in $guest_dir/kernel: run scripts/setup.sh"
+kernel="$guest_dir/msb-kernel/vmlinux"
+[ -f "$kernel" ] || die "no guest kernel at $kernel: run scripts/setup.sh"
 
 # The daemon (release build) and the guest's initramfs.
 if [ -n "${MSB_DAEMON_BIN:-}" ]; then
@@ -87,7 +88,7 @@ log "booting the guest (QEMU TCG)"
 status=0
 timeout 180 qemu-system-x86_64 -accel tcg -nodefaults -display none -no-reboot \
   -m 512 -serial stdio \
-  -kernel "$guest_dir/kernel/vmlinuz" -initrd "$work/initrd.img" \
+  -kernel "$kernel" -initrd "$work/initrd.img" \
   -append "console=ttyS0 panic=-1 quiet msb.tag=demo" \
   -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
   -chardev "socket,id=vfs0,path=$sock" \
