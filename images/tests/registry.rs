@@ -1,7 +1,8 @@
 //! Pulls from a real registry (Debian's `docker-registry` on a loopback
 //! port; images built here and pushed with `skopeo`): by tag and digest,
-//! platform choice from an index, corrupted blobs, shared layers, resume,
-//! rm while in use, prune.
+//! platform choice from an index, corrupted blobs (also one whose tar is
+//! intact: layers unpack while they download), shared layers, resume, rm
+//! while in use, prune.
 
 mod common;
 
@@ -137,22 +138,58 @@ fn an_index_gives_the_wanted_platform() {
     }
 }
 
+/// The digest of layer `i` of the image in layout `dir`.
+fn layer_digest(dir: &std::path::Path, i: usize) -> String {
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mdigest = idx["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("blobs/sha256").join(&mdigest[7..])).unwrap(),
+    )
+    .unwrap();
+    manifest["layers"][i]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_blob_that_does_not_match_is_never_unpacked_into_the_store() {
+    // Layers unpack while they download: a blob whose tar is intact but
+    // whose bytes are not the ones the manifest names (here the gzip
+    // header's mtime, which no checksum inside gzip covers) must not leave
+    // its layer behind, although its diff ID matches.
+    let reg = Registry::start();
+    let dir = push(&reg, "swap/img:1", layer("x", b"x"));
+    let digest = layer_digest(dir.path(), 0);
+    let data = reg.blob_file(&digest[7..]);
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[4] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+
+    let home = tempfile::tempdir().unwrap();
+    let store = Store::open(home.path()).unwrap();
+    let err = rt()
+        .block_on(store.pull(&reg.reference("swap/img:1"), &PullOptions::default()))
+        .unwrap_err();
+    match &err {
+        Error::DigestMismatch { expected, .. } => assert_eq!(expected, &digest),
+        other => panic!("want a digest mismatch, got {other}"),
+    }
+    let diff_id = images::Digest::of(&base());
+    assert!(
+        !store.paths().layer(&diff_id).exists(),
+        "the layer of an unverified blob was committed"
+    );
+    assert!(store.list().unwrap().is_empty());
+}
+
 #[test]
 fn a_corrupted_blob_fails_the_pull_and_stores_nothing() {
     let reg = Registry::start();
     let dir = push(&reg, "bad/img:1", layer("x", b"x"));
     // Flip bytes of the base layer blob inside the registry's storage.
-    let idx: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
-    let mdigest = idx["manifests"][0]["digest"].as_str().unwrap().to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("blobs/sha256").join(&mdigest[7..])).unwrap(),
-    )
-    .unwrap();
-    let layer_digest = manifest["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let layer_digest = layer_digest(dir.path(), 0);
     let data = reg.blob_file(&layer_digest[7..]);
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;

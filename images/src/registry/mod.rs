@@ -5,11 +5,12 @@
 pub mod auth;
 pub mod login;
 pub mod pull;
+mod stream;
 
 use std::sync::Once;
 
 use futures_util::StreamExt;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol, SizedStream};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
@@ -200,28 +201,16 @@ impl Session {
         if crate::blobs::has(paths, &d.digest) {
             return Ok(());
         }
-        let (p2, digest) = (paths.clone(), d.digest.clone());
-        let mut partial = tokio::task::spawn_blocking(move || Partial::open(&p2, &digest))
-            .await
-            .map_err(|e| self.fail(format!("download task: {e}")))??;
+        let mut partial = self.open_partial(paths, d).await?;
         if partial.done() {
             return Ok(());
         }
-        let desc = OciDescriptor {
-            media_type: d.media_type.clone(),
-            digest: d.digest.to_string(),
-            size: d.size as i64,
-            urls: None,
-            annotations: None,
-            artifact_type: None,
-        };
-        let r = self.reference.oci();
         let offset = partial.offset();
-        let mut stream = if offset > 0 && offset < d.size {
+        let stream = if offset > 0 && offset < d.size {
             tracing::info!("{what}: resuming at byte {offset} of {}", d.size);
             match self
                 .client
-                .pull_blob_stream_partial(r, &desc, offset, None)
+                .pull_blob_stream_partial(self.reference.oci(), &descriptor(d), offset, None)
                 .await
             {
                 Ok(BlobResponse::Partial(s)) => s,
@@ -233,16 +222,53 @@ impl Session {
             }
         } else {
             partial.restart()?;
-            self.client
-                .pull_blob_stream(r, &desc)
-                .await
-                .map_err(|e| map_err(&self.reference, e))?
+            self.open_stream(d).await?
         };
+        self.feed(&mut partial, stream, d, what, progress, None)
+            .await?;
+        self.commit(partial, d, what).await
+    }
+
+    /// Opens (and locks) the partial file of blob `d`.
+    async fn open_partial(&self, paths: &Paths, d: &Descriptor) -> Result<Partial> {
+        let (p2, digest) = (paths.clone(), d.digest.clone());
+        tokio::task::spawn_blocking(move || Partial::open(&p2, &digest))
+            .await
+            .map_err(|e| self.fail(format!("download task: {e}")))?
+    }
+
+    /// Asks for the whole of blob `d`.
+    async fn open_stream(&self, d: &Descriptor) -> Result<BlobStream> {
+        self.client
+            .pull_blob_stream(self.reference.oci(), &descriptor(d))
+            .await
+            .map_err(|e| map_err(&self.reference, e))
+    }
+
+    /// Writes what `stream` brings into `partial` (and, with `tee`, to it
+    /// too; a closed `tee` is left alone and the download goes on).
+    async fn feed(
+        &self,
+        partial: &mut Partial,
+        mut stream: BlobStream,
+        d: &Descriptor,
+        what: &str,
+        progress: &Progress,
+        tee: Option<&tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
+    ) -> Result<()> {
+        let mut tee = tee;
         while let Some(chunk) = stream.next().await {
             match chunk {
-                Ok(bytes) => partial.write(&bytes, Some(d.size), what)?,
+                Ok(bytes) => {
+                    partial.write(&bytes, Some(d.size), what)?;
+                    if let Some(t) = tee {
+                        if t.send(Ok(bytes)).await.is_err() {
+                            tee = None;
+                        }
+                    }
+                }
                 // oci-client's own digest check fires after the last byte:
-                // ours below reports it with the digests.
+                // ours (at the commit) reports it with the digests.
                 Err(e) if is_digest_error(&e) => break,
                 // Anything else (network): keep what arrived for a resume.
                 Err(e) => return Err(self.fail(format!("downloading {what}: {}", error_chain(&e)))),
@@ -253,13 +279,15 @@ impl Session {
                 total: d.size,
             });
         }
-        tokio::task::spawn_blocking({
-            let what = what.to_string();
-            let size = d.size;
-            move || partial.commit(Some(size), &what)
-        })
-        .await
-        .map_err(|e| self.fail(format!("download task: {e}")))??;
+        Ok(())
+    }
+
+    /// Checks size and digest and moves the blob into the store.
+    async fn commit(&self, partial: Partial, d: &Descriptor, what: &str) -> Result<()> {
+        let (what, size) = (what.to_string(), d.size);
+        tokio::task::spawn_blocking(move || partial.commit(Some(size), &what))
+            .await
+            .map_err(|e| self.fail(format!("download task: {e}")))??;
         Ok(())
     }
 
@@ -268,6 +296,21 @@ impl Session {
             registry: self.reference.registry().to_string(),
             message,
         }
+    }
+}
+
+/// A blob download in progress.
+type BlobStream = SizedStream;
+
+/// oci-client's descriptor of `d`.
+fn descriptor(d: &Descriptor) -> OciDescriptor {
+    OciDescriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.to_string(),
+        size: d.size as i64,
+        urls: None,
+        annotations: None,
+        artifact_type: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `pull`: resolve a reference to one image manifest (picking a platform
 //! from an index), then fetch its config and layers into the store, each
-//! verified by digest, layers unpacked once per diff ID. Up to three
-//! layers are fetched and unpacked at a time.
+//! verified by digest, layers unpacked once per diff ID (while they
+//! download, unless a download resumes). Up to three layers are fetched
+//! and unpacked at a time.
 
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -182,9 +183,18 @@ async fn fetch_layer(
         });
         return Ok(());
     }
-    session
-        .blob(paths, layer, &format!("layer {}", layer.digest), progress)
-        .await?;
+    let what = format!("layer {}", layer.digest);
+    if !paths.layer(diff_id).is_dir()
+        && session
+            .stream_layer(paths, layer, diff_id, &what, progress)
+            .await?
+    {
+        progress(&Event::LayerDone {
+            digest: layer.digest.clone(),
+        });
+        return Ok(());
+    }
+    session.blob(paths, layer, &what, progress).await?;
     progress(&Event::Unpacking {
         digest: layer.digest.clone(),
     });

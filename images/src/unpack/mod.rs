@@ -29,7 +29,7 @@ mod entry;
 pub(crate) mod tree;
 
 use std::cell::Cell;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -52,6 +52,22 @@ pub const MAX_HEADER_BYTES: u64 = 4 << 20;
 /// Makes sure the layer with diff ID `diff_id` is unpacked, from the
 /// stored blob at `blob` (its digest `layer` names it in errors).
 pub fn ensure_layer(paths: &Paths, blob: &Path, layer: &Digest, diff_id: &Digest) -> Result<()> {
+    let mut file = std::fs::File::open(blob).map_err(|e| Error::io("open layer", blob, e))?;
+    ensure_layer_from(paths, &mut file, layer, diff_id)
+}
+
+/// Makes sure the layer with diff ID `diff_id` is unpacked, reading its
+/// blob (digest `layer`) from `blob`, e.g. while it downloads. `blob` is
+/// read to its end before the layer is committed: a stream that fails
+/// instead of ending (the download was cut, or the blob's digest did not
+/// match) leaves nothing behind. Returns at once, reading nothing, when
+/// the layer is already there.
+pub fn ensure_layer_from(
+    paths: &Paths,
+    blob: &mut dyn Read,
+    layer: &Digest,
+    diff_id: &Digest,
+) -> Result<()> {
     let dest = paths.layer(diff_id);
     if dest.is_dir() {
         return Ok(());
@@ -59,7 +75,11 @@ pub fn ensure_layer(paths: &Paths, blob: &Path, layer: &Digest, diff_id: &Digest
     let staging = Staging::new(paths.unique_tmp(&format!("layer-{}", diff_id.short())))?;
     let tree_dir = staging.0.join(layerdir::TREE);
     crate::paths::mkdir_all(&tree_dir, 0o755)?;
-    let changes = unpack_into(blob, &tree_dir, layer, diff_id)?;
+    let changes = unpack_into(&mut *blob, &tree_dir, layer, diff_id)?;
+    // A decompressor may stop at its end marker: what follows must still
+    // arrive whole (the end of a download says its digest matched).
+    io::copy(blob, &mut io::sink())
+        .map_err(|e| Error::unsafe_layer(&layer.to_string(), b"(blob)", e.to_string()))?;
     layerdir::write_changes(&staging.0, &changes)?;
     staging.commit(&dest)
 }
@@ -119,22 +139,23 @@ impl<R: Read> Read for Budget<R> {
     }
 }
 
-/// Opens a layer blob, uncompressing by its magic number.
-fn open_layer(blob: &Path) -> Result<Box<dyn Read>> {
-    let f = std::fs::File::open(blob).map_err(|e| Error::io("open layer", blob, e))?;
-    let mut r = BufReader::with_capacity(256 << 10, f);
-    let head = r.fill_buf().map_err(|e| Error::io("read layer", blob, e))?;
-    Ok(match crate::spec::Compression::sniff(head) {
+/// The uncompressed stream of a layer blob, by its magic number.
+fn decompress<'a>(mut raw: Box<dyn Read + 'a>, layer: &str) -> Result<Box<dyn Read + 'a>> {
+    let read_err = |e: io::Error| Error::unsafe_layer(layer, b"(blob)", e.to_string());
+    // The first bytes, whatever the size of the reads that bring them.
+    let mut head = Vec::with_capacity(4);
+    (&mut raw)
+        .take(4)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    let compression = crate::spec::Compression::sniff(&head);
+    let r = BufReader::with_capacity(256 << 10, io::Cursor::new(head).chain(raw));
+    Ok(match compression {
         crate::spec::Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        crate::spec::Compression::Zstd => {
-            Box::new(ruzstd::decoding::StreamingDecoder::new(r).map_err(|e| {
-                Error::unsafe_layer(
-                    &blob.display().to_string(),
-                    b"",
-                    format!("bad zstd stream: {e}"),
-                )
-            })?)
-        }
+        crate::spec::Compression::Zstd => Box::new(
+            ruzstd::decoding::StreamingDecoder::new(r)
+                .map_err(|e| Error::unsafe_layer(layer, b"", format!("bad zstd stream: {e}")))?,
+        ),
         crate::spec::Compression::None => Box::new(r),
     })
 }
@@ -150,13 +171,13 @@ struct Unpacker {
 }
 
 fn unpack_into(
-    blob: &Path,
+    blob: &mut dyn Read,
     tree_dir: &Path,
     layer: &Digest,
     diff_id: &Digest,
 ) -> Result<layerdir::Changes> {
     let layer_name = layer.to_string();
-    let hashing = HashingReader::new(open_layer(blob)?);
+    let hashing = HashingReader::new(decompress(Box::new(blob), &layer_name)?);
     let left = Rc::new(Cell::new(None));
     let mut archive = tar::Archive::new(Budget {
         inner: hashing,
