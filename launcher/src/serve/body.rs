@@ -58,8 +58,11 @@ pub async fn read_limited(parts: &Parts, body: Body, limit: usize) -> Result<Byt
 /// Parses a JSON document into `T`, naming the field at fault. Errors in
 /// `mounts` are `invalid_mount`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid("the request needs a JSON body"));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(ApiError::invalid("the request needs a JSON body")),
+        Some(b'{') => {}
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {}
+        Some(_) => return Err(ApiError::invalid("the request body must be a JSON object")),
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(field_error)?;
@@ -161,5 +164,7 @@ mod tests {
         let e = parse_json::<Sample>(br#"{"name": "a"} {}"#).unwrap_err();
         assert!(e.message.contains("trailing"), "{}", e.message);
         assert!(parse_json::<Sample>(b" ").is_err());
+        let e = parse_json::<Sample>(br#"["a", 1]"#).unwrap_err();
+        assert!(e.message.contains("JSON object"), "{}", e.message);
     }
 }

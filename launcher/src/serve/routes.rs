@@ -86,3 +86,54 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         format!("{} does not take {method}", uri.path()),
     )
 }
+
+/// [`ROUTES`] in OpenAPI's path syntax (`{*reference}` is `{reference}`),
+/// methods in lower case.
+pub fn served() -> std::collections::BTreeSet<(String, String)> {
+    ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.replace("{*", "{")))
+        .collect()
+}
+
+/// The (method, path) pairs an OpenAPI document describes.
+pub fn documented(doc: &serde_json::Value) -> std::collections::BTreeSet<(String, String)> {
+    const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options"];
+    let mut out = std::collections::BTreeSet::new();
+    if let Some(paths) = doc["paths"].as_object() {
+        for (path, item) in paths {
+            for m in METHODS {
+                if item.get(*m).is_some() {
+                    out.insert((m.to_string(), path.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/openapi.json` documents exactly the routes the router serves.
+    #[test]
+    fn openapi_document_matches_the_route_table() {
+        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"));
+        let doc: serde_json::Value = serde_json::from_str(text).expect("docs/openapi.json is JSON");
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        let (served, documented) = (served(), documented(&doc));
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "served but not in docs/openapi.json: {undocumented:?}; documented but not served: {unserved:?}"
+        );
+    }
+
+    /// The router accepts the table (no overlapping routes).
+    #[test]
+    fn router_builds() {
+        let _ = router(AppState::new("/nonexistent".into()));
+    }
+}
