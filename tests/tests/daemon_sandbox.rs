@@ -240,3 +240,82 @@ fn unprivileged_daemon_gets_a_user_namespace() {
         assert_eq!(fs::metadata(share.join("made")).unwrap().uid(), 65534);
     });
 }
+
+/// `Name:\tvalue` of `/proc/PID/status`.
+fn status_field(pid: u32, name: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in status of {pid}"))
+        .trim()
+        .to_string()
+}
+
+fn caps_hex(caps: &[u32]) -> String {
+    format!("{:016x}", caps.iter().fold(0u64, |m, c| m | 1 << c))
+}
+
+#[test]
+fn server_runs_filtered_with_only_the_capabilities_its_policies_need() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    const CHOWN: u32 = 0;
+    const DAC_OVERRIDE: u32 = 1;
+    const DAC_READ_SEARCH: u32 = 2;
+    const FOWNER: u32 = 3;
+    const FSETID: u32 = 4;
+    const SETGID: u32 = 6;
+    const SETUID: u32 = 7;
+    let cases: [(&[&str], &[u32], &str); 4] = [
+        (&[], &[DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER], "2"),
+        (
+            &["--stat-virtualization", "off"],
+            &[
+                CHOWN,
+                DAC_OVERRIDE,
+                DAC_READ_SEARCH,
+                FOWNER,
+                FSETID,
+                SETGID,
+                SETUID,
+            ],
+            "2",
+        ),
+        (
+            &["--stat-virtualization", "off", "--readonly"],
+            &[DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER],
+            "2",
+        ),
+        (
+            &["--seccomp", "none", "--sandbox", "none"],
+            &[DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER],
+            "0",
+        ),
+    ];
+    for (args, caps, seccomp) in cases {
+        let d = Daemon::start(args).expect("daemon");
+        let server = d.server_pid().unwrap();
+        let want = if root { caps_hex(caps) } else { caps_hex(&[]) };
+        assert_eq!(status_field(server, "CapEff"), want, "{args:?}");
+        assert_eq!(status_field(server, "CapPrm"), want, "{args:?}");
+        assert_eq!(status_field(server, "CapInh"), caps_hex(&[]), "{args:?}");
+        assert_eq!(status_field(server, "CapAmb"), caps_hex(&[]), "{args:?}");
+        if root {
+            assert_eq!(status_field(server, "CapBnd"), caps_hex(&[]), "{args:?}");
+        }
+        assert_eq!(status_field(server, "NoNewPrivs"), "1", "{args:?}");
+        assert_eq!(status_field(server, "Seccomp"), seccomp, "{args:?}");
+        if seccomp == "2" {
+            // The allow-list and the clone3 → ENOSYS filter.
+            assert_eq!(status_field(server, "Seccomp_filters"), "2", "{args:?}");
+        }
+        // Requests (threads, files) still work under the filter.
+        let fs = d.connect(2).expect("connect");
+        match fs.mkdir(ROOT_ID, b"dir", 0o755) {
+            Ok(e) => assert!(e.nodeid != 0),
+            Err(e) => assert_eq!(e.errno(), Some(libc::EROFS), "{args:?}: {e}"),
+        }
+        assert!(fs.list(ROOT_ID).is_ok());
+    }
+}

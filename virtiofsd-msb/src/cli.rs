@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use crate::filesystem::CachePolicy;
 use crate::policy::{HostPermissions, QuotaConfig, StatVirtualization};
 use crate::sandbox::SandboxMode;
+use crate::seccomp::SeccompMode;
 
 /// Default bound on the host fds the inode table may hold open.
 pub const DEFAULT_MAX_INODE_FDS: usize = 65536;
@@ -69,6 +70,12 @@ pub struct Cli {
     /// relies on openat2 confinement alone
     #[arg(long, value_enum, value_name = "MODE", default_value_t = SandboxArg::Namespace)]
     pub sandbox: SandboxArg,
+
+    /// System call filter of the serving process: kill ends the daemon on a call off its
+    /// allow-list, log lets the call through and logs it to the kernel audit log, trap fails
+    /// it with ENOSYS and prints its number, none installs no filter
+    #[arg(long, value_enum, value_name = "ACTION", default_value_t = SeccompArg::Kill)]
+    pub seccomp: SeccompArg,
 
     /// Log level (overrides RUST_LOG; default info)
     #[arg(long, value_enum, value_name = "LEVEL")]
@@ -232,6 +239,30 @@ impl From<SandboxArg> for SandboxMode {
     }
 }
 
+/// `--seccomp` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeccompArg {
+    /// Kill the process on a forbidden system call
+    Kill,
+    /// Allow it and log it to the audit log
+    Log,
+    /// Fail it with ENOSYS and print its number
+    Trap,
+    /// No system call filter
+    None,
+}
+
+impl From<SeccompArg> for SeccompMode {
+    fn from(a: SeccompArg) -> Self {
+        match a {
+            SeccompArg::Kill => SeccompMode::Kill,
+            SeccompArg::Log => SeccompMode::Log,
+            SeccompArg::Trap => SeccompMode::Trap,
+            SeccompArg::None => SeccompMode::None,
+        }
+    }
+}
+
 /// `--log-level` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -307,6 +338,8 @@ pub struct Config {
     pub quota: Option<QuotaConfig>,
     /// The process sandbox.
     pub sandbox: SandboxMode,
+    /// The system call filter.
+    pub seccomp: SeccompMode,
 }
 
 /// A flag combination clap cannot reject by itself.
@@ -402,6 +435,7 @@ impl Cli {
             host_permissions,
             quota,
             sandbox: self.sandbox.into(),
+            seccomp: self.seccomp.into(),
         })
     }
 
@@ -532,6 +566,16 @@ mod tests {
     fn sandbox_defaults_to_namespace() {
         let c = resolve(&["--socket-path", "/a", "--shared-dir", "/s"]).unwrap();
         assert_eq!(c.sandbox, SandboxMode::Namespace);
+        assert_eq!(c.seccomp, SeccompMode::Kill);
+        for (flag, mode) in [
+            ("kill", SeccompMode::Kill),
+            ("log", SeccompMode::Log),
+            ("trap", SeccompMode::Trap),
+            ("none", SeccompMode::None),
+        ] {
+            let c = resolve(&["--fd=3", "--shared-dir=/s", "--seccomp", flag]).unwrap();
+            assert_eq!(c.seccomp, mode);
+        }
         for (flag, mode) in [
             ("namespace", SandboxMode::Namespace),
             ("chroot", SandboxMode::Chroot),

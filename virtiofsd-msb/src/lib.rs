@@ -9,7 +9,8 @@
 //! - [`policy`]: stat virtualization, host permissions, xattr names and
 //!   quota, consulted by the filesystem;
 //! - [`confinement`]: the one place host paths are resolved;
-//! - [`sandbox`]: the process sandbox around all of it.
+//! - [`sandbox`], [`seccomp`], [`walls`]: the process sandbox, system call
+//!   filter and privilege drop around all of it.
 
 pub mod cli;
 pub mod confinement;
@@ -19,5 +20,6 @@ pub mod policy;
 pub mod protocol;
 pub mod request_check;
 pub mod sandbox;
+pub mod seccomp;
 pub mod transport;
 pub mod walls;

@@ -160,6 +160,12 @@ impl InodeStore {
         })
     }
 
+    /// Whether inode fds are reopened from file handles (which needs
+    /// `CAP_DAC_READ_SEARCH`).
+    pub fn uses_file_handles(&self) -> bool {
+        self.handles.is_some()
+    }
+
     /// The inode for guest node `id`, or `EBADF` for an id the guest was
     /// never given (or already forgot).
     pub fn get(&self, id: u64) -> io::Result<Arc<InodeData>> {

@@ -172,6 +172,12 @@ impl ConfinedFs {
         self.overlay
     }
 
+    /// Whether inode fds are reopened from file handles (the server then
+    /// keeps `CAP_DAC_READ_SEARCH`).
+    pub fn uses_file_handles(&self) -> bool {
+        self.inodes.uses_file_handles()
+    }
+
     /// Number of host fds the inode table holds now (for tests and logs).
     pub fn open_inode_fds(&self) -> usize {
         self.inodes.open_fds()
