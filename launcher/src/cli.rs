@@ -93,7 +93,7 @@ Examples:
   msb run -v cache:/cache -- du -sh /cache
   msb run --mount type=volume,src=pg,dst=/var/lib/pg,mode=ensure-exists,kind=disk,size=1024 -- ls /var/lib/pg
   msb run --tmpfs /tmp:size=64M,noexec -- sh -c 'df -h /tmp'
-  msb run --disk ./data.qcow2:/data:format=qcow2 -- cat /data/notes.txt
+  msb run --disk ./data.qcow2:/data -- cat /data/notes
   msb run --mount type=bind,src=/srv/cache,dst=/cache -e HOME=/cache -- make
   msb run --image 127.0.0.1:5000/py:3 -- python3 -c 'print(6*7)'
   msb run --image 127.0.0.1:5000/app:1          # the image's Entrypoint + Cmd
@@ -152,10 +152,15 @@ pub struct MachineArgs {
     #[arg(long = "tmpfs", value_name = "GUEST[:OPTS]")]
     pub tmpfs: Vec<String>,
 
-    /// Attach a disk image and mount it:
-    /// `HOST:GUEST[:format=raw|qcow2|vmdk,fstype=…,ro,noexec,nosuid,nodev]`,
-    /// e.g. `--disk ./data.raw:/data:fstype=ext4`. The fstype is detected
-    /// from the superblock when not given.
+    /// Attach a disk image and mount it: `HOST:GUEST[:format=raw|qcow2|vmdk|…,
+    /// backing=allow,fstype=…,ro,noexec,nosuid,nodev]`, e.g.
+    /// `--disk ./data.qcow2:/data`. The format is read from the image's
+    /// header on the host when not given (a given one must agree), and a raw
+    /// image stays raw whatever its guest writes (recorded in its
+    /// user.msb.disk-format xattr). An image naming other files (a backing
+    /// file, an external data file, VMDK extents) is refused unless
+    /// backing=allow, and then only files in the image's directory are
+    /// opened. The fstype is detected from the superblock when not given.
     #[arg(long = "disk", value_name = "HOST:GUEST[:OPTS]")]
     pub disks: Vec<String>,
 

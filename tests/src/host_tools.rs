@@ -79,3 +79,22 @@ pub fn qemu_img_convert(src: &Path, format: &str, dst: &Path) {
         ],
     );
 }
+
+/// Writes `content` as the file `/name` of the raw ext4 image `image`
+/// (`debugfs -w -R 'write HOST name'`).
+#[track_caller]
+pub fn debugfs_write(image: &Path, name: &str, content: &[u8]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = dir.path().join("content");
+    std::fs::write(&host, content).expect("write content");
+    let cmd = format!("write {} {name}", host.display());
+    host_tool(
+        "debugfs",
+        &[
+            OsStr::new("-w"),
+            OsStr::new("-R"),
+            OsStr::new(&cmd),
+            image.as_os_str(),
+        ],
+    );
+}

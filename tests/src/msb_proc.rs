@@ -421,7 +421,9 @@ impl Msb {
 
 use crate::vm_turn::VmTurn as Turn;
 
-pub use crate::host_tools::{debugfs_cat, host_tool, make_ext4_image, qemu_img_convert, tail};
+pub use crate::host_tools::{
+    debugfs_cat, debugfs_write, host_tool, make_ext4_image, qemu_img_convert, tail,
+};
 pub use crate::procs::{all_processes, proc_info, processes_mentioning, ProcInfo};
 use crate::procs::{kill_pid, watch_descendants};
 

@@ -85,6 +85,11 @@ pub fn make_ext4(name: &str, image: &Path, size_mib: u32) -> Result<()> {
             ),
         });
     }
+    // Pinned as raw from the start (see `disk_image`): whatever its guest
+    // writes, it is never taken for another format.
+    if let Err(e) = crate::disk_image::record_raw(image) {
+        tracing::debug!("{}: no raw record ({e})", image.display());
+    }
     std::fs::File::open(image)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io("sync disk image", image, e))

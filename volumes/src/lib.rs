@@ -11,6 +11,8 @@
 //!   its root by `openat2(RESOLVE_BENEATH)`, counted against its quota;
 //! - [`Provision`]: what `msb run` mounts ask for (`mode=existing|create|
 //!   ensure-exists`);
+//! - [`disk_image`]: the format of a disk image, found on the host and
+//!   pinned for raw images, shared by `--disk` and disk volumes;
 //! - the name rules ([`validate_name`]) every part of the project agrees on.
 //!
 //! Quota accounting is the daemon's own: this crate depends on the
@@ -21,6 +23,7 @@
 
 pub mod db;
 mod disk;
+pub mod disk_image;
 mod error;
 mod fs;
 mod lease;

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use guest_init::config::MountFlags;
+use volumes::disk_image::{self, BackingPolicy, DiskRequest};
 
 use crate::vmm::DiskFormat;
 
@@ -134,7 +135,7 @@ pub enum MountSpec {
         host: PathBuf,
         /// Guest path.
         guest: String,
-        /// Image format.
+        /// Image format, as found on the host ([`disk_image::check_image`]).
         format: DiskFormat,
         /// Filesystem type; detected in the guest when absent.
         fstype: Option<String>,
@@ -229,6 +230,7 @@ struct Options {
     flags: MountFlags,
     size: Option<u64>,
     format: Option<DiskFormat>,
+    backing: BackingPolicy,
     fstype: Option<String>,
     policy: SharePolicy,
     provision: volumes::Provision,
@@ -280,17 +282,13 @@ fn apply_option(spec: &str, kind: Kind, opts: &mut Options, item: &str) -> Resul
             Ok(())
         }
         ("format", Kind::Disk) => {
-            opts.format = Some(match value {
-                Some("raw") => DiskFormat::Raw,
-                Some("qcow2") => DiskFormat::Qcow2,
-                Some("vmdk") => DiskFormat::Vmdk,
-                other => {
-                    return Err(err(
-                        spec,
-                        format!("format {other:?}: use raw, qcow2 or vmdk"),
-                    ))
-                }
-            });
+            let v = value.unwrap_or_default();
+            opts.format = Some(v.parse().map_err(|m: String| err(spec, m))?);
+            Ok(())
+        }
+        ("backing", Kind::Disk) => {
+            let v = value.unwrap_or_default();
+            opts.backing = v.parse().map_err(|m: String| err(spec, m))?;
             Ok(())
         }
         ("fstype", Kind::Disk) => {
@@ -470,14 +468,33 @@ pub fn parse_tmpfs(spec: &str) -> Result<MountSpec, SpecError> {
     })
 }
 
-/// Parses `--disk HOST:GUEST[:format=…,fstype=…,ro,noexec,nosuid,nodev]`.
+/// Parses `--disk HOST:GUEST[:format=…,backing=deny|allow,fstype=…,ro,
+/// noexec,nosuid,nodev]`.
 pub fn parse_disk(spec: &str) -> Result<MountSpec, SpecError> {
-    let (src, dst, opts) = split_src_dst(spec, "HOST:GUEST[:format=raw|qcow2|vmdk,fstype=…,ro]")?;
+    let (src, dst, opts) = split_src_dst(
+        spec,
+        "HOST:GUEST[:format=raw|qcow2|vmdk|…,backing=allow,fstype=…,ro]",
+    )?;
     let opts = parse_options(spec, Kind::Disk, opts)?;
+    disk_spec(spec, src, check_guest(spec, dst)?, opts)
+}
+
+/// The disk mount of image `src` on `guest`: the image's format decided on
+/// the host now, before any VMM opens it ([`disk_image::check_image`]:
+/// detected from its header when `format=` is not given, a raw image pinned
+/// as raw, other files it names refused unless `backing=allow`).
+fn disk_spec(spec: &str, src: &str, guest: String, opts: Options) -> Result<MountSpec, SpecError> {
+    let host = check_host(spec, src, false)?;
+    let request = DiskRequest {
+        format: opts.format,
+        backing: opts.backing,
+        writable: !opts.flags.ro,
+    };
+    let format = disk_image::check_image(&host, &request).map_err(|e| err(spec, e.to_string()))?;
     Ok(MountSpec::Disk {
-        host: check_host(spec, src, false)?,
-        guest: check_guest(spec, dst)?,
-        format: opts.format.unwrap_or(DiskFormat::Raw),
+        host,
+        guest,
+        format,
         fstype: opts.fstype,
         flags: opts.flags,
     })
@@ -544,13 +561,7 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, SpecError> {
                 flags: opts.flags,
             }
         }
-        Kind::Disk => MountSpec::Disk {
-            host: check_host(spec, need_src()?, false)?,
-            guest,
-            format: opts.format.unwrap_or(DiskFormat::Raw),
-            fstype: opts.fstype,
-            flags: opts.flags,
-        },
+        Kind::Disk => disk_spec(spec, need_src()?, guest, opts)?,
     })
 }
 

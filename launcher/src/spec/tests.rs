@@ -93,9 +93,24 @@ fn tmpfs_takes_size_and_flags_but_no_policies() {
         .contains("unknown option"));
 }
 
+/// A 16 MiB qcow2 image made by `qemu-img` in `dir`.
+fn qcow2_in(dir: &str) -> String {
+    let path = format!("{dir}/d.qcow2");
+    let ok = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", &path, "16M"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "qemu-img create failed (install qemu-utils: scripts/setup.sh)"
+    );
+    path
+}
+
 #[test]
 fn disks_take_format_and_fstype() {
-    let (_t, _, disk) = tmpdir_with_disk();
+    let (_t, dir, raw) = tmpdir_with_disk();
+    let disk = qcow2_in(&dir);
     let m = parse_disk(&format!("{disk}:/disk:format=qcow2,fstype=ext4,ro")).unwrap();
     let MountSpec::Disk {
         format,
@@ -113,6 +128,30 @@ fn disks_take_format_and_fstype() {
         .unwrap_err()
         .reason
         .contains("iso"));
+    // The format comes from the image when not given, and must agree when
+    // given; the message names the mount.
+    let detected = |text: &str| match parse_disk(text) {
+        Ok(MountSpec::Disk { format, .. }) => Ok(format),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e.to_string()),
+    };
+    assert_eq!(detected(&format!("{disk}:/d")), Ok(DiskFormat::Qcow2));
+    let e = detected(&format!("{raw}:/d:format=qcow2")).unwrap_err();
+    assert!(
+        e.starts_with(&format!("mount \"{raw}:/d:format=qcow2\": disk image "))
+            && e.contains("format=qcow2 given, but the image is raw"),
+        "{e}"
+    );
+    assert_eq!(detected(&format!("{raw}:/d")), Ok(DiskFormat::Raw));
+    let e = detected(&format!("{raw}:/d:format=qcow2")).unwrap_err();
+    assert!(e.contains("recorded this image as raw"), "{e}");
+    assert_eq!(
+        detected(&format!("{disk}:/d:backing=allow")),
+        Ok(DiskFormat::Qcow2)
+    );
+    assert!(detected(&format!("{disk}:/d:backing=maybe"))
+        .unwrap_err()
+        .contains("use deny or allow"));
     assert!(parse_disk(&format!("{disk}:/d:stat-virt=off"))
         .unwrap_err()
         .reason

@@ -45,14 +45,9 @@ pub fn api_socket(plan: &VmPlan) -> PathBuf {
 }
 
 /// The `--disk image_type=` value of a disk format. CH v51-v53 open raw and
-/// qcow2; `vmdk` (flat extents only) is newer than v53, so
-/// [`super::check_plan`] refuses VMDK disks for CH.
+/// qcow2 only, so [`super::check_plan`] refuses the other formats for CH.
 pub fn image_type(format: DiskFormat) -> &'static str {
-    match format {
-        DiskFormat::Raw => "raw",
-        DiskFormat::Qcow2 => "qcow2",
-        DiskFormat::Vmdk => "vmdk",
-    }
+    format.name()
 }
 
 /// The exact arguments (program name excluded) of `cloud-hypervisor` for

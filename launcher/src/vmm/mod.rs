@@ -47,16 +47,9 @@ pub enum Accel {
     Tcg,
 }
 
-/// Image format of a disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskFormat {
-    /// Raw image.
-    Raw,
-    /// QEMU copy-on-write v2.
-    Qcow2,
-    /// VMware disk.
-    Vmdk,
-}
+/// Image format of a disk: found on the host before the VMM starts, and
+/// always passed to the VMM explicitly (see [`volumes::disk_image`]).
+pub use volumes::disk_image::DiskFormat;
 
 /// A virtio-fs device backed by a `virtiofsd-msb` socket.
 #[derive(Debug, Clone, PartialEq, Eq)]

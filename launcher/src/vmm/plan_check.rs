@@ -24,7 +24,7 @@ pub struct PlanError(pub String);
 
 /// Checks that `kind` can run `plan` exactly as described: sane sizes,
 /// virtio-fs tags and disk serials within their device limits and unique,
-/// and for cloud-hypervisor no VMDK disk (CH v51-v53 cannot open one) and
+/// and for cloud-hypervisor only raw and qcow2 disks (all CH v51-v53 opens) and
 /// no path, tag or serial its option parser would misread.
 pub fn check_plan(kind: VmmKind, plan: &VmPlan) -> Result<(), PlanError> {
     let err = |m: String| Err(PlanError(m));
@@ -109,11 +109,12 @@ fn check_for_ch(plan: &VmPlan) -> Result<(), PlanError> {
         path_ok(&format!("socket of tag {:?}", share.tag), &share.socket)?;
     }
     for disk in &plan.disks {
-        if disk.format == DiskFormat::Vmdk {
+        if !matches!(disk.format, DiskFormat::Raw | DiskFormat::Qcow2) {
             return Err(PlanError(format!(
-                "disk {}: cloud-hypervisor cannot open VMDK images; use --vmm qemu, \
-                 or convert it (qemu-img convert -O qcow2)",
-                disk.path.display()
+                "disk {}: cloud-hypervisor cannot open {} images (raw and qcow2 only); use \
+                 --vmm qemu, or convert it (qemu-img convert -O qcow2)",
+                disk.path.display(),
+                disk.format.name().to_uppercase()
             )));
         }
         path_ok("disk", &disk.path)?;
@@ -151,7 +152,7 @@ mod tests {
     }
 
     #[test]
-    fn ch_refuses_vmdk() {
+    fn ch_refuses_formats_other_than_raw_and_qcow2() {
         let mut plan = full_plan();
         plan.shares[1].socket = "/run/x/m0.sock".into();
         plan.disks[1].path = "/data/ab.qcow2".into();
@@ -160,6 +161,9 @@ mod tests {
             m.starts_with("disk /data/c.vmdk: cloud-hypervisor cannot open VMDK"),
             "{m}"
         );
+        plan.disks[2].format = DiskFormat::Vdi;
+        let m = message(VmmKind::CloudHypervisor, &plan);
+        assert!(m.contains("cannot open VDI images"), "{m}");
         plan.disks.pop();
         assert_eq!(check_plan(VmmKind::CloudHypervisor, &plan), Ok(()));
         plan.run_dir = format!("/{}", "r".repeat(100)).into();

@@ -72,13 +72,11 @@ pub const STDOUT_PORT: &str = "msb.stdout";
 /// See [`STDOUT_PORT`].
 pub const STDERR_PORT: &str = "msb.stderr";
 
-/// The `-drive format=` value of a disk format.
+/// The `-drive format=` value of a disk format (always given: QEMU's own
+/// probing would let a guest that writes an image header into a raw disk
+/// change how it opens next time).
 pub fn drive_format(format: DiskFormat) -> &'static str {
-    match format {
-        DiskFormat::Raw => "raw",
-        DiskFormat::Qcow2 => "qcow2",
-        DiskFormat::Vmdk => "vmdk",
-    }
+    format.name()
 }
 
 /// The exact arguments (program name excluded) of `qemu-system-x86_64` for

@@ -5,7 +5,8 @@
 //!   directory, with `--quota-mib` and the volume's shared `--quota-file`
 //!   when it has a quota (every daemon of the volume, in this run or
 //!   another, and `msb volume fs` draw from one budget);
-//! - a disk volume becomes a virtio-blk disk (`disk.raw`, raw, ext4).
+//! - a disk volume becomes a virtio-blk disk (`disk.raw`, raw, ext4; the
+//!   image is pinned as raw like any `--disk`, see `volumes::disk_image`).
 //!
 //! The leases come back to the caller, who keeps them until the VMM and
 //! the daemons are gone (the run's `Session` drops them last).
@@ -14,7 +15,6 @@ use volumes::{Error, Lease, LeaseRequest, Store, VolumeKind};
 
 use crate::exit::RunError;
 use crate::spec::{MountSpec, SharePolicy, ShareQuota, VolumeMount};
-use crate::vmm::DiskFormat;
 
 /// What a lease of `msb run` says holds the volume.
 pub const HOLDER: &str = "msb run";
@@ -95,9 +95,9 @@ pub fn resolve(mounts: Vec<MountSpec>, holder: &str) -> Result<Resolved, RunErro
         tracing::info!("volume {} ({}) on {}", v.name, h.kind, v.guest);
         out.mounts.push(match h.disk_image() {
             Some(image) => MountSpec::Disk {
+                format: volumes::disk_image::volume_image_format(&image),
                 host: image,
                 guest: v.guest,
-                format: DiskFormat::Raw,
                 fstype: h.disk_fstype.clone(),
                 flags: v.flags,
             },
