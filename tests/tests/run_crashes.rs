@@ -16,16 +16,18 @@ const EXIT_LAUNCHER: i32 = 125;
 fn kill_child_mid_run(label: &str, victim: &str, message: &str) {
     let sb = Sandbox::new(label);
     let running = sb.start_long_run();
-    let target = running
-        .children_seen()
-        .into_iter()
-        .find(|p| p.cmdline.contains(victim) && p.cmdline.contains("data"))
-        .or_else(|| {
-            running
-                .children_seen()
-                .into_iter()
-                .find(|p| p.cmdline.contains(victim))
-        })
+    // Only children still running: msb may have run others before (the
+    // KVM probe's QEMU, which has exited).
+    let alive = || {
+        running
+            .children_seen()
+            .into_iter()
+            .filter(|p| std::path::Path::new(&format!("/proc/{}", p.pid)).exists())
+            .filter(|p| p.cmdline.contains(victim))
+    };
+    let target = alive()
+        .find(|p| p.cmdline.contains("data"))
+        .or_else(|| alive().next())
         .unwrap_or_else(|| panic!("no {victim} among msb's children"));
     // SAFETY: kill(2) with plain integers on a process msb started.
     assert_eq!(unsafe { libc::kill(target.pid, libc::SIGKILL) }, 0);
