@@ -15,6 +15,7 @@ need_pkgs=(
   libacl1-dev libseccomp-dev libcap-ng-dev pkg-config xfsprogs dosfstools
   util-linux procps lz4 btrfs-progs
   docker-registry skopeo umoci mmdebstrap apache2-utils openssl
+  golang-go curl
 )
 
 missing=()
