@@ -29,6 +29,6 @@ step "cargo build --release (binaries and the SDK examples)"
 cargo build --workspace --release --bins --examples --locked
 
 step "cargo test --release"
-cargo test --workspace --release --locked "$@"
+cargo test --workspace --release --locked --no-fail-fast "$@"
 
 step "all tests passed in $((SECONDS - t0)) s"
