@@ -8,7 +8,8 @@
 #   scripts/fetch-kernel.sh
 #   msb run --kernel target/guest/kernel/vmlinux -- uname -r
 # msb's default kernel is its own (scripts/build-kernel.sh); this one is the
-# alternative that is not built here (boots ~0.8 s slower under TCG).
+# alternative that is not built here (`msb run -- true` takes ~2.2 s with it
+# under TCG, ~0.75 s with msb's).
 # Downloads nothing when the kernel is already there.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
