@@ -119,6 +119,23 @@ pub struct InodeStore {
 struct FdAccount {
     open: usize,
     order: VecDeque<u64>,
+    /// Ids in `order` of inodes forgotten since: dropped lazily (when met
+    /// as a reclaim victim, or all at once when they are half of `order`),
+    /// so a forget costs O(1) instead of a scan of every open inode.
+    stale: usize,
+}
+
+impl FdAccount {
+    /// Notes that an inode in `order` is gone.
+    fn forgot_one(&mut self) {
+        self.open = self.open.saturating_sub(1);
+        self.stale += 1;
+    }
+
+    /// Whether `order` is due for dropping its stale ids.
+    fn needs_compaction(&self) -> bool {
+        self.stale > 64 && self.stale * 2 > self.order.len()
+    }
 }
 
 /// A guard holding an inode's `O_PATH` fd for the duration of one request.
@@ -154,6 +171,7 @@ impl InodeStore {
             fds: Mutex::new(FdAccount {
                 open: 1,
                 order: VecDeque::new(),
+                stale: 0,
             }),
             handles,
             max_fds: max_fds.max(2),
@@ -290,8 +308,13 @@ impl InodeStore {
             .is_some();
         if had_fd {
             let mut acct = self.fds.lock().unwrap_or_else(|e| e.into_inner());
-            acct.open = acct.open.saturating_sub(1);
-            acct.order.retain(|&x| x != id);
+            acct.forgot_one();
+            if acct.needs_compaction() {
+                // Lock order as in reserve_slot: fds, then maps.
+                let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+                acct.order.retain(|x| maps.by_id.contains_key(x));
+                acct.stale = 0;
+            }
         }
     }
 
@@ -303,6 +326,7 @@ impl InodeStore {
         let mut acct = self.fds.lock().unwrap_or_else(|e| e.into_inner());
         acct.open = 1;
         acct.order.clear();
+        acct.stale = 0;
     }
 
     /// Reserves an fd slot, reclaiming the oldest reclaimable inode fds when
@@ -319,7 +343,11 @@ impl InodeStore {
                 let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
                 maps.by_id.get(&victim).cloned()
             };
-            let Some(inode) = inode else { continue };
+            let Some(inode) = inode else {
+                // Forgotten since it was queued.
+                acct.stale = acct.stale.saturating_sub(1);
+                continue;
+            };
             if inode.handle.is_none() {
                 // Pinned: it cannot be reopened, keep it.
                 acct.order.push_back(victim);
