@@ -16,10 +16,13 @@ bench-daemon: ops/s of native syscalls, virtiofsd and virtiofsd-msb, side by sid
   --ours PATH            virtiofsd-msb (default: as the tests find it)
   --virtiofsd-args ARGS  its flags (default: --sandbox none --seccomp none
                          --cache auto --thread-pool-size 0)
-  --ours-args ARGS       our flags (default: --sandbox none --cache auto
-                         --thread-pool-size 0)
+  --ours-args ARGS       our flags (default: --sandbox none --seccomp none
+                         --cache auto --thread-pool-size 0)
   --variant LABEL=PATH   another virtiofsd-msb build to measure alongside
-                         (repeatable; same flags as ours)
+                         (repeatable)
+  --variant-args ARGS    their flags (default: --sandbox none --cache auto
+                         --thread-pool-size 0, which builds from before
+                         --seccomp existed take)
   --ops LIST             comma-separated: getattr,lookup,read4k,write4k,
                          read1m,write1m,create,readdirplus (default all)
   --queues LIST          request queues (default 1,2)
@@ -74,7 +77,9 @@ impl Args {
         let mut ours = None;
         let mut virtiofsd_args =
             split_args("--sandbox none --seccomp none --cache auto --thread-pool-size 0");
-        let mut ours_args = split_args("--sandbox none --cache auto --thread-pool-size 0");
+        let mut ours_args =
+            split_args("--sandbox none --seccomp none --cache auto --thread-pool-size 0");
+        let mut variant_args = split_args("--sandbox none --cache auto --thread-pool-size 0");
         let mut variants = Vec::new();
         let mut plan = Plan {
             ops: Op::ALL.to_vec(),
@@ -102,6 +107,7 @@ impl Args {
                 "--ours" => ours = Some(PathBuf::from(value)),
                 "--virtiofsd-args" => virtiofsd_args = split_args(&value),
                 "--ours-args" => ours_args = split_args(&value),
+                "--variant-args" => variant_args = split_args(&value),
                 "--variant" => {
                     let (label, path) = value
                         .split_once('=')
@@ -147,6 +153,7 @@ impl Args {
                 ours,
                 ours_args,
                 variants,
+                variant_args,
             },
             plan,
             timing,

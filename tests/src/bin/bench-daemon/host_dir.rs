@@ -1,5 +1,6 @@
-//! Where the benchmarks put the files a daemon serves (shared by the
-//! bench-daemon and bench-guest-io binaries through `#[path]`).
+//! Host-side helpers shared by the bench-daemon and bench-guest-io
+//! binaries (through `#[path]`): where the files a daemon serves go, and
+//! how much CPU a daemon used.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -56,4 +57,16 @@ pub fn filesystem_name(path: &Path) -> String {
         0x9123_683e => "btrfs".into(),
         t => format!("filesystem {t:#x}"),
     }
+}
+
+/// CPU time a process has used, all threads together, in nanoseconds
+/// (`/proc/PID/task/*/schedstat`): what the daemon spent, whatever else
+/// the machine was doing.
+pub fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use msb_tests::vhost_driver::window::{wait_any, Window};
 use msb_tests::vhost_driver::FsDriver;
 
+use crate::host_dir::process_cpu_ns;
+
 use crate::op::Op;
 use crate::workload::{buffer_sizes, Targets, Workload};
 
@@ -30,18 +32,6 @@ pub enum Frontend {
     /// Never sleeps: keeps looking at the used rings, as a guest with
     /// halt polling does. The figure is then what the daemon itself can do.
     Spin,
-}
-
-/// CPU time a process has used, all threads together, in nanoseconds
-/// (`/proc/PID/task/*/schedstat`): what the daemon spent, whatever else
-/// the machine was doing.
-pub fn process_cpu_ns(pid: u32) -> Option<u64> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
 }
 
 /// What one figure measured.

@@ -179,31 +179,38 @@ impl Results {
         s
     }
 
-    /// Each `--variant` next to ours, as ratios to virtiofsd (markdown;
-    /// empty without variants).
+    /// Each `--variant` next to ours (markdown; empty without variants):
+    /// ops/s relative to virtiofsd in the same rounds, and daemon CPU time
+    /// per operation, which the machine's load barely moves.
     pub fn variant_table(&self, daemons: &Daemons) -> String {
         if daemons.variants.is_empty() {
             return String::new();
         }
-        let mut s = String::from("| op | queues | in flight per queue | virtiofsd-msb");
+        let mut s =
+            String::from("| op | queues | in flight per queue | virtiofsd CPU µs | virtiofsd-msb");
         for (label, _) in &daemons.variants {
             let _ = write!(s, " | {label}");
         }
-        s.push_str(" |\n|---|---|---|---");
+        s.push_str(" |\n|---|---|---|---|---");
         s.push_str(&"|---".repeat(daemons.variants.len()));
         s.push_str("|\n");
         for op in self.ops_measured() {
             for (q, d) in self.configs(op) {
                 let theirs = (op, 1, d, Backend::Virtiofsd);
+                let cell = |b: Backend| {
+                    let key = (op, q, d, b);
+                    let r = ratio(self.ratio(key, theirs));
+                    format!("{r} ({:.1} µs)", self.cpu(key))
+                };
                 let _ = write!(
                     s,
-                    "| {} | {q} | {d} | {}",
+                    "| {} | {q} | {d} | {:.1} | {}",
                     op.label(),
-                    ratio(self.ratio((op, q, d, Backend::Ours), theirs))
+                    self.cpu(theirs),
+                    cell(Backend::Ours)
                 );
                 for i in 0..daemons.variants.len() {
-                    let r = self.ratio((op, q, d, Backend::Variant(i)), theirs);
-                    let _ = write!(s, " | {}", ratio(r));
+                    let _ = write!(s, " | {}", cell(Backend::Variant(i)));
                 }
                 s.push_str(" |\n");
             }
@@ -314,7 +321,10 @@ pub fn render(results: &Results, args: &Args, fixture: &str) -> String {
     s.push_str(&results.throughput_table());
     let variants = results.variant_table(&args.daemons);
     if !variants.is_empty() {
-        s.push_str("\nOther builds, ops/s relative to virtiofsd (same rounds):\n\n");
+        s.push_str(
+            "\nOther builds: ops/s relative to virtiofsd (same rounds) and daemon CPU time \
+             per operation:\n\n",
+        );
         s.push_str(&variants);
     }
     s.push_str("\nDaemon CPU time per operation (all its threads):\n\n");

@@ -48,9 +48,11 @@ pub struct Daemons {
     pub ours: PathBuf,
     /// Its flags besides `--socket-path` and `--shared-dir`.
     pub ours_args: Vec<String>,
-    /// Other builds of ours to measure alongside (label, binary), with
-    /// `ours_args`: to see what one change bought, in the same run.
+    /// Other builds of ours to measure alongside (label, binary): to see
+    /// what one change bought, in the same run.
     pub variants: Vec<(String, PathBuf)>,
+    /// The variants' flags.
+    pub variant_args: Vec<String>,
 }
 
 /// Runs figures on one fixture.
@@ -90,7 +92,7 @@ impl Bench {
             Backend::Virtiofsd => (&self.daemons.virtiofsd, &self.daemons.virtiofsd_args),
             Backend::Ours => (&self.daemons.ours, &self.daemons.ours_args),
             Backend::Variant(i) => match self.daemons.variants.get(i) {
-                Some((_, bin)) => (bin, &self.daemons.ours_args),
+                Some((_, bin)) => (bin, &self.daemons.variant_args),
                 None => return Err(format!("no variant {i}")),
             },
         };

@@ -7,33 +7,47 @@ use std::time::Duration;
 
 use msb_tests::qemu::{workspace_root, Daemon, GuestConfig};
 
+use crate::host_dir::process_cpu_ns;
+
 /// The workload, as the guest runs it in /mnt (the share). Each step is
 /// timed with /proc/uptime (10 ms) and reported as `MSB-RESULT step=A B`;
 /// the guest's caches are dropped before each step so every lookup reaches
-/// the daemon.
+/// the daemon. Around each step the guest prints `MSB-STEP name` and waits
+/// half a second, so the host can read the daemon's CPU time there.
 const SCRIPT: &str = r#". /lib/msb-test.sh
 now() { cut -d' ' -f1 /proc/uptime; }
 fresh() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+mark() { echo "MSB-STEP $1"; sleep 0.5; }
 mkdir -p /mnt/work || fail "mkdir"
 fresh
+mark begin
 a=$(now); tar -xf /src.tar -C /mnt/work || fail "untar"; b=$(now)
 result untar "$a $b"
 fresh
+mark untar
 a=$(now); n=$(find /mnt/work | wc -l); b=$(now)
 result find "$a $b"
 result entries "$n"
 fresh
+mark find
 a=$(now); rm -rf /mnt/work || fail "rm -rf"; b=$(now)
 result rm "$a $b"
 fresh
+mark rm
 out=$(/bin/msb-randread /mnt/rand.dat "$READS") || fail "randread: $out"
 result randread "$out"
+mark randread
 msb_finish
 "#;
+
+/// The steps, in the order the guest marks their ends.
+pub const STEPS: [&str; 4] = ["untar", "find", "rm", "randread"];
 
 /// What one guest run measured, in seconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
+    /// Daemon CPU seconds per step, in [`STEPS`] order (NaN if unread).
+    pub cpu: [f64; 4],
     /// `tar -xf` of the tree into the share.
     pub untar: f64,
     /// `find` over the unpacked tree.
@@ -102,15 +116,29 @@ pub fn run(
 ) -> Result<Timings, String> {
     let daemon = Daemon::start_serving(bin, share, args.to_vec())
         .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-    let outcome = GuestConfig::new(SCRIPT)
+    let pid = daemon.pid();
+    let mut guest = GuestConfig::new(SCRIPT)
         .daemon(daemon)
         .env("READS", files.reads.to_string())
         .file("src.tar", 0o644, files.tar.clone())
         .file("bin/msb-randread", 0o755, files.helper.clone())
         .memory_mib(1024)
         .timeout(Duration::from_secs(1200))
-        .run()
+        .start()
         .map_err(|e| e.to_string())?;
+    let mut cpu = [f64::NAN; 4];
+    let mut last = None;
+    for (i, step) in std::iter::once("begin").chain(STEPS).enumerate() {
+        if !guest.wait_for_serial(&format!("MSB-STEP {step}\n"), Duration::from_secs(1200)) {
+            break;
+        }
+        let now = process_cpu_ns(pid);
+        if let (Some(a), Some(b), Some(slot)) = (last, now, i.checked_sub(1)) {
+            cpu[slot] = b.saturating_sub(a) as f64 / 1e9;
+        }
+        last = now;
+    }
+    let outcome = guest.wait();
     if outcome.status != Some(0) || !outcome.failures().is_empty() {
         return Err(format!("guest run failed:\n{}", outcome.report()));
     }
@@ -129,6 +157,7 @@ pub fn run(
         .and_then(|s| s.parse::<f64>().ok())
         .ok_or_else(|| format!("randread result {:?}", outcome.result("randread")))?;
     Ok(Timings {
+        cpu,
         untar: span("untar")?,
         find: span("find")?,
         rm: span("rm")?,
