@@ -453,6 +453,60 @@ fn images_load_list_inspect_remove() {
     assert_eq!(last["error"]["code"], "registry");
 }
 
+/// A pull from a real registry, with progress as NDJSON and without.
+#[test]
+fn pull_from_a_registry_with_progress() {
+    let env = SandboxEnv::new("serve-pull");
+    let s = Server::start(&env);
+    let registry = serve_util::Registry::start(env.dir());
+    let layout = env.dir().join("layout");
+    msb_tests::oci_image::busybox_layout(&layout, "pulled");
+    registry.push(&layout, "team/tool:1");
+    let reference = format!("{}/team/tool:1", registry.addr);
+
+    let r = s
+        .post(
+            "/v1/images/pull",
+            &json!({"reference": reference, "progress": true}),
+        )
+        .expect(200);
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    let events: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an NDJSON line"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"resolved"), "{kinds:?}");
+    assert_eq!(events[0]["layers"], 1);
+    for k in ["downloading", "unpacking", "layer_done"] {
+        assert!(kinds.contains(&k), "no {k} event: {kinds:?}");
+    }
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "done", "{last}");
+    assert!(
+        last["image"]["names"].to_string().contains(&reference),
+        "{last}"
+    );
+    let id = last["image"]["id"].clone();
+
+    // Again without progress: the image alone (already there, same ID).
+    let img = s
+        .post("/v1/images/pull", &json!({"reference": reference}))
+        .expect(200)
+        .json();
+    assert_eq!(img["id"], id);
+    s.get(&format!("/v1/images/{reference}")).expect(200);
+    s.post(
+        "/v1/images/pull",
+        &json!({"reference": format!("{}/team/ghost:1", registry.addr)}),
+    )
+    .expect_error(404, "not_found");
+}
+
 /// Every route of docs/openapi.json exists on the live server (it never
 /// answers no_route or method_not_allowed for one).
 #[test]

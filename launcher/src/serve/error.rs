@@ -213,6 +213,20 @@ impl From<images::Error> for ApiError {
             | I::BadArchive { .. }
             | I::BadUser { .. } => ApiError::invalid(message),
             I::NoPlatform { .. } => ApiError::not_found(message),
+            // The distribution protocol's own codes for a missing
+            // repository or tag.
+            I::Registry { message: m, .. }
+                if [
+                    "ManifestUnknown",
+                    "NameUnknown",
+                    "manifest unknown",
+                    "name unknown",
+                ]
+                .iter()
+                .any(|c| m.contains(c)) =>
+            {
+                ApiError::not_found(message)
+            }
             I::Unauthorized { .. } | I::Registry { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "registry", message)
             }

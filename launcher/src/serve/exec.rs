@@ -224,13 +224,11 @@ impl Drop for Running {
             return;
         };
         tracing::info!("exec client went away: killing its command");
-        let kill = move || {
+        // A thread of its own: the write may block, and this may run while
+        // the runtime shuts down (when tokio's blocking pool is gone).
+        std::thread::spawn(move || {
             let _ = input.signal(SIGKILL);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(kill)),
-            Err(_) => kill(),
-        }
+        });
     }
 }
 

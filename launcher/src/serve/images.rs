@@ -5,6 +5,8 @@
 //! A reference in a path (`/v1/images/{reference}`) may hold `/` and `:`
 //! (`docker.io/library/alpine:latest`), which need no escaping.
 
+use std::time::{Duration, Instant};
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -17,9 +19,9 @@ use super::error::ApiError;
 use super::{blocking, AppState};
 use crate::sandbox::lifecycle;
 
-/// Progress events kept waiting for a slow client before download
-/// updates are dropped (the others always go through).
-const PROGRESS_BACKLOG: usize = 256;
+/// Least time between two download updates of a pull's progress (the
+/// last one of a layer always goes through).
+const DOWNLOAD_EVERY: Duration = Duration::from_millis(100);
 
 /// `POST /v1/images/pull` body.
 #[derive(Debug, Deserialize)]
@@ -106,22 +108,29 @@ pub async fn pull(
         let img = blocking(move || store(&state)?.pull_blocking(&reference, &opts)).await?;
         return Ok(axum::Json(img).into_response());
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<serde_json::Value>(PROGRESS_BACKLOG);
+    // The callback runs inside the pull's own runtime, where blocking is
+    // not allowed: an unbounded channel, with download updates thinned to
+    // a few per second so a slow client cannot make it grow much.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
     let events = tx.clone();
+    let last_download = std::sync::Mutex::new(None::<Instant>);
     opts.progress = std::sync::Arc::new(move |e: &images::Event| {
-        let v = event_json(e);
-        if matches!(e, images::Event::Downloading { .. }) {
-            let _ = events.try_send(v);
-        } else {
-            let _ = events.blocking_send(v);
+        if let images::Event::Downloading { done, total, .. } = e {
+            let mut last = last_download.lock().unwrap_or_else(|p| p.into_inner());
+            let recent = last.is_some_and(|t| t.elapsed() < DOWNLOAD_EVERY);
+            if recent && done < total {
+                return;
+            }
+            *last = Some(Instant::now());
         }
+        let _ = events.send(event_json(e));
     });
     tokio::task::spawn_blocking(move || {
         let last = match store(&state).and_then(|s| s.pull_blocking(&reference, &opts)) {
             Ok(img) => json!({"event": "done", "image": img}),
             Err(e) => json!({"event": "error", "error": ApiError::from(e).body()}),
         };
-        let _ = tx.blocking_send(last);
+        let _ = tx.send(last);
     });
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let v = rx.recv().await?;
