@@ -145,6 +145,11 @@ pub enum GuestMount {
         /// Mount flags.
         #[serde(default)]
         flags: MountFlags,
+        /// A single-file share (`virtiofsd-msb --shared-file`): the name of
+        /// its one entry. The share is mounted out of sight and that file
+        /// bind-mounted onto `target`, which is then a file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
     },
     /// A tmpfs.
     Tmpfs {
@@ -295,6 +300,14 @@ impl GuestConfig {
                     "mount target {t:?} must be an absolute path without '..'"
                 ));
             }
+            if let GuestMount::Virtiofs {
+                file: Some(name), ..
+            } = m
+            {
+                if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+                    return Err(format!("mount {t:?}: file {name:?} is not a file name"));
+                }
+            }
         }
         if self.rootfs_tag.is_some() && self.root_overlay.is_some() {
             return Err("rootfs_tag and root_overlay exclude each other".into());
@@ -329,6 +342,13 @@ mod tests {
                         ro: true,
                         ..Default::default()
                     },
+                    file: None,
+                },
+                GuestMount::Virtiofs {
+                    tag: "m1".into(),
+                    target: "/etc/app.conf".into(),
+                    flags: MountFlags::default(),
+                    file: Some("app.conf".into()),
                 },
                 GuestMount::Tmpfs {
                     target: "/tmp".into(),
@@ -373,6 +393,19 @@ mod tests {
             flags: MountFlags::default(),
         });
         assert!(c.validate().unwrap_err().contains("\"rel\""));
+        let mut c = sample();
+        c.mounts.push(GuestMount::Virtiofs {
+            tag: "m9".into(),
+            target: "/f".into(),
+            flags: MountFlags::default(),
+            file: Some("../x".into()),
+        });
+        assert!(c.validate().unwrap_err().contains("not a file name"));
+        // A config without the field (an older launcher) reads as a
+        // directory share.
+        let old = r#"{"type":"virtiofs","tag":"t","target":"/d"}"#;
+        let m: GuestMount = serde_json::from_str(old).unwrap();
+        assert!(matches!(m, GuestMount::Virtiofs { file: None, .. }));
         let mut c = sample();
         c.command.clear();
         assert!(c.validate().unwrap_err().contains("command"));

@@ -134,10 +134,14 @@ pub struct MachineArgs {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
 
-    /// Bind-mount a host directory or mount a named volume:
+    /// Bind-mount a host directory or file, or mount a named volume:
     /// `SRC:GUEST[:ro,noexec,nosuid,nodev,stat-virt=strict|relaxed|off,
-    /// host-perms=private|mirror]`, e.g. `-v ./src:/app:ro` or
-    /// `-v cache:/cache`. A SRC starting with `/` or `.` is a host path
+    /// host-perms=private|mirror]`, e.g. `-v ./src:/app:ro`,
+    /// `-v ./app.toml:/etc/app/app.toml:ro` or `-v cache:/cache`. A single
+    /// file is served alone (nothing else of its directory is reachable)
+    /// and lands on a file at GUEST, created when missing; renaming over it
+    /// or removing it fails with EBUSY in the guest, as for any mount
+    /// point. A SRC starting with `/` or `.` is a host path
     /// (write `./name` for a directory in the current one); anything else
     /// is the name of a volume, which must exist (see `msb volume`; or use
     /// `--mount type=volume,…,mode=ensure-exists`). stat-virt keeps guest

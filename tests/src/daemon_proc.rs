@@ -128,7 +128,13 @@ impl Daemon {
 
     /// Starts the daemon as `opts` says and waits for its socket.
     pub fn start_with(opts: DaemonOptions) -> io::Result<Daemon> {
-        Daemon::launch(&daemon_binary()?, opts, None)
+        Daemon::launch(&daemon_binary()?, opts, None, None)
+    }
+
+    /// Starts the daemon serving only `share/<file>` (`--shared-file`),
+    /// which `opts.prepare` must create.
+    pub fn start_shared_file(file: &str, opts: DaemonOptions) -> io::Result<Daemon> {
+        Daemon::launch(&daemon_binary()?, opts, None, Some(file))
     }
 
     /// Starts `bin`, a daemon taking virtiofsd's `--socket-path` and
@@ -140,10 +146,15 @@ impl Daemon {
             args,
             prepare: None,
         };
-        Daemon::launch(bin, opts, Some(shared))
+        Daemon::launch(bin, opts, Some(shared), None)
     }
 
-    fn launch(bin: &Path, opts: DaemonOptions, shared: Option<&Path>) -> io::Result<Daemon> {
+    fn launch(
+        bin: &Path,
+        opts: DaemonOptions,
+        shared: Option<&Path>,
+        file: Option<&str>,
+    ) -> io::Result<Daemon> {
         let dir = tempfile::Builder::new()
             .prefix("msb-vhost-test-")
             .tempdir()?;
@@ -164,11 +175,12 @@ impl Daemon {
         let out = File::create(&log)?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(bin);
-        cmd.arg("--socket-path")
-            .arg(&socket)
-            .arg("--shared-dir")
-            .arg(&shared)
-            .args(&opts.args)
+        cmd.arg("--socket-path").arg(&socket);
+        match file {
+            Some(f) => cmd.arg("--shared-file").arg(shared.join(f)),
+            None => cmd.arg("--shared-dir").arg(&shared),
+        };
+        cmd.args(&opts.args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

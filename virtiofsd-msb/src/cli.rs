@@ -47,6 +47,12 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub shared_dir: Option<PathBuf>,
 
+    /// Share one regular file instead of a directory: the guest sees a root
+    /// directory holding only this file, under its own name; nothing else
+    /// of its host directory can be named, listed or changed
+    #[arg(long, value_name = "FILE", conflicts_with = "shared_dir")]
+    pub shared_file: Option<PathBuf>,
+
     /// Tag advertised in the device's configuration space (at most 36 bytes);
     /// enables the vhost-user CONFIG protocol feature
     #[arg(long, value_name = "TAG")]
@@ -310,8 +316,11 @@ pub enum Mode {
 pub struct Config {
     /// Transport and its endpoint.
     pub mode: Mode,
-    /// Host directory to share.
+    /// Host directory to share (with `shared_file`: the file's directory,
+    /// never served itself).
     pub shared_dir: PathBuf,
+    /// With `--shared-file`: the name of the one file served.
+    pub shared_file: Option<std::ffi::OsString>,
     /// Device configuration tag, if any.
     pub tag: Option<String>,
     /// Reject mutating requests.
@@ -381,13 +390,7 @@ impl Cli {
         if self.socket_group.is_some() && !matches!(mode, Mode::SocketPath(_)) {
             return Err(UsageError("--socket-group needs --socket-path".into()));
         }
-        let shared_dir = self
-            .shared_dir
-            .clone()
-            .ok_or_else(|| UsageError("--shared-dir is required".into()))?;
-        if shared_dir.as_os_str().is_empty() {
-            return Err(UsageError("--shared-dir: empty path".into()));
-        }
+        let (shared_dir, shared_file) = self.share()?;
         if let Some(tag) = &self.tag {
             if tag.is_empty() {
                 return Err(UsageError("--tag: empty tag".into()));
@@ -422,6 +425,7 @@ impl Cli {
         Ok(Config {
             mode,
             shared_dir,
+            shared_file,
             tag: self.tag.clone(),
             readonly: self.readonly,
             cache: self.cache.into(),
@@ -437,6 +441,33 @@ impl Cli {
             sandbox: self.sandbox.into(),
             seccomp: self.seccomp.into(),
         })
+    }
+
+    /// The shared directory, and with `--shared-file` the file's name in it.
+    fn share(&self) -> Result<(PathBuf, Option<std::ffi::OsString>), UsageError> {
+        let Some(file) = &self.shared_file else {
+            let dir = self
+                .shared_dir
+                .clone()
+                .ok_or_else(|| UsageError("--shared-dir (or --shared-file) is required".into()))?;
+            if dir.as_os_str().is_empty() {
+                return Err(UsageError("--shared-dir: empty path".into()));
+            }
+            return Ok((dir, None));
+        };
+        let bad = |why: &str| UsageError(format!("--shared-file {}: {why}", file.display()));
+        let name = match file.components().next_back() {
+            Some(std::path::Component::Normal(n)) => n.to_os_string(),
+            _ => return Err(bad("must name a file")),
+        };
+        if self.quota_mib.unwrap_or(0) != 0 {
+            return Err(bad("a quota needs a shared directory"));
+        }
+        let dir = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok((dir, Some(name)))
     }
 
     fn quota(&self) -> Result<Option<QuotaConfig>, UsageError> {
@@ -554,6 +585,31 @@ mod tests {
         assert!(e.0.contains("mutually exclusive"), "{e}");
         let e = resolve(&["--fuse-mount", "/m", "--fd", "3", "--shared-dir", "/srv"]).unwrap_err();
         assert!(e.0.contains("mutually exclusive"), "{e}");
+    }
+
+    #[test]
+    fn shared_file_is_served_from_its_directory() {
+        let c = resolve(&["--fd=3", "--shared-file", "/srv/app/config.toml"]).unwrap();
+        assert_eq!(c.shared_dir, PathBuf::from("/srv/app"));
+        assert_eq!(
+            c.shared_file.as_deref(),
+            Some(std::ffi::OsStr::new("config.toml"))
+        );
+        let c = resolve(&["--fd=3", "--shared-file", "notes"]).unwrap();
+        assert_eq!(c.shared_dir, PathBuf::from("."));
+        for bad in ["/", "/srv/..", "."] {
+            let e = resolve(&["--fd=3", "--shared-file", bad]).unwrap_err();
+            assert!(e.0.contains("must name a file"), "{bad:?}: {e}");
+        }
+        let e = resolve(&["--fd=3", "--shared-file", "/a/f", "--quota-mib", "1"]).unwrap_err();
+        assert!(e.0.contains("quota"), "{e}");
+        assert!(Cli::try_parse_from([
+            "virtiofsd-msb",
+            "--fd=3",
+            "--shared-file=/a/f",
+            "--shared-dir=/a"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -152,9 +152,11 @@ pub fn run(cli: &Cli) -> Result<(), DaemonError> {
         stat_virtualization: config.stat_virtualization,
         host_permissions: config.host_permissions,
         quota: config.quota.clone(),
+        single_file: config.shared_file.clone(),
     };
     tracing::info!(
         shared_dir = %shared_dir.display(),
+        shared_file = ?config.shared_file,
         readonly = config.readonly,
         cache = ?config.cache,
         stat_virtualization = config.stat_virtualization.as_str(),

@@ -61,6 +61,15 @@ fn flag_bits(flags: &MountFlags) -> libc::c_ulong {
 pub fn apply(root: &str, mount: &GuestMount) -> Result<(), String> {
     let target = format!("{root}{}", mount.target());
     let fail = |what: String| format!("mount {:?}: {what}", mount.target());
+    if let GuestMount::Virtiofs {
+        tag,
+        flags,
+        file: Some(name),
+        ..
+    } = mount
+    {
+        return bind_file(tag, name, &target, flags).map_err(fail);
+    }
     sys::mkdir_all(&target).map_err(|e| fail(format!("mkdir: {e}")))?;
     match mount {
         GuestMount::Virtiofs { tag, flags, .. } => {
@@ -90,6 +99,69 @@ pub fn apply(root: &str, mount: &GuestMount) -> Result<(), String> {
                 .map_err(|e| fail(format!("{dev} as {fstype}: {e}")))
         }
     }
+}
+
+/// Where single-file shares are mounted (in PID 1's own root, outside a
+/// `--rootfs` or image root) until their file is bound into place.
+const FILE_SHARES: &str = "/run/msb-file-shares";
+
+/// A single-file share: the share mounted out of sight, its one entry
+/// `name` bind-mounted onto the file `target` (created empty when missing,
+/// with its parents), the flags applied to the bind, then the share
+/// detached, so nothing names it any more. Renaming over or unlinking
+/// `target` fails with `EBUSY`, as on any mount point.
+fn bind_file(tag: &str, name: &str, target: &str, flags: &MountFlags) -> Result<(), String> {
+    let hidden = format!("{FILE_SHARES}/{tag}");
+    sys::mkdir_all(&hidden).map_err(|e| format!("mkdir {hidden}: {e}"))?;
+    sys::mount(tag, &hidden, "virtiofs", flag_bits(flags), "")
+        .map_err(|e| format!("virtiofs tag {tag:?}: {e}"))?;
+    let bound = file_target(target).and_then(|()| {
+        let source = format!("{hidden}/{name}");
+        sys::mount(&source, target, "", libc::MS_BIND, "")
+            .map_err(|e| format!("bind {name:?} of tag {tag:?}: {e}"))?;
+        let bits = flag_bits(flags);
+        if bits != 0 {
+            sys::mount("", target, "", libc::MS_REMOUNT | libc::MS_BIND | bits, "")
+                .map_err(|e| format!("apply ro/noexec/nosuid/nodev: {e}"))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = sys::umount_detach(&hidden) {
+        eprintln!("msb-init: detach {hidden}: {e}");
+    }
+    let _ = std::fs::remove_dir(&hidden);
+    let _ = std::fs::remove_dir(FILE_SHARES);
+    bound
+}
+
+/// Makes `target` a file a file can be bound onto: an existing
+/// non-directory is used as it is, a missing one is created empty (mode
+/// 0644, parents 0755).
+fn file_target(target: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::metadata(target) {
+        Ok(m) if m.is_dir() => {
+            return Err(format!(
+                "{target} is a directory; a file can only be mounted on a file"
+            ))
+        }
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("{target}: {e}")),
+        Err(_) => {}
+    }
+    if let Some(parent) = std::path::Path::new(target).parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(target)
+        .map(drop)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(format!("create {target}: {e}")),
+        })
 }
 
 /// Where an image root's lower tree and upper layer are mounted.

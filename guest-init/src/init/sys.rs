@@ -37,6 +37,13 @@ pub fn umount(target: &str) -> io::Result<()> {
     check(unsafe { libc::umount(t.as_ptr()) })
 }
 
+/// `umount2(target, MNT_DETACH)`: detached now, gone once unused.
+pub fn umount_detach(target: &str) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: a valid NUL-terminated path for the duration of the call.
+    check(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) })
+}
+
 /// `mkdir -p` with mode 0755.
 pub fn mkdir_all(path: &str) -> io::Result<()> {
     std::fs::create_dir_all(path)

@@ -67,10 +67,13 @@ impl Drop for RunDir {
     }
 }
 
-/// A directory one `virtiofsd-msb` serves to the guest.
+/// A directory (or, with `single_file`, one file) one `virtiofsd-msb`
+/// serves to the guest.
 pub(crate) struct ShareSource {
     pub(crate) tag: String,
     pub(crate) host: PathBuf,
+    /// `host` is a regular file, served alone (`--shared-file`).
+    pub(crate) single_file: bool,
     pub(crate) readonly: bool,
     /// Extra daemon flags (policies).
     pub(crate) args: Vec<OsString>,
@@ -115,6 +118,7 @@ impl Layout {
         let share = |tag: &str, host: &Path, readonly, args| ShareSource {
             tag: tag.into(),
             host: host.into(),
+            single_file: false,
             readonly,
             args,
         };
@@ -176,6 +180,26 @@ impl Layout {
                         tag,
                         target: guest.clone(),
                         flags: *flags,
+                        file: None,
+                    }
+                }
+                MountSpec::BindFile {
+                    host,
+                    guest,
+                    flags,
+                    policy,
+                } => {
+                    let tag = format!("msb-m{i}");
+                    layout.shares.push(ShareSource {
+                        single_file: true,
+                        ..share(&tag, host, flags.ro, policy.daemon_args())
+                    });
+                    let name = host.file_name().unwrap_or_default();
+                    GuestMount::Virtiofs {
+                        tag,
+                        target: guest.clone(),
+                        flags: *flags,
+                        file: Some(name.to_string_lossy().into_owned()),
                     }
                 }
                 MountSpec::Tmpfs {
@@ -236,9 +260,14 @@ pub(crate) fn start_daemon(
     let log = std::fs::File::create(&log_path)
         .map_err(|e| RunError::launcher(format!("daemon log: {e}")))?;
     let mut cmd = Command::new(bin);
+    let share_flag = if share.single_file {
+        "--shared-file"
+    } else {
+        "--shared-dir"
+    };
     cmd.arg("--fd")
         .arg(PASSED_FD.to_string())
-        .arg("--shared-dir")
+        .arg(share_flag)
         .arg(&share.host)
         .args(["--sandbox", "none", "--log-level", "warn"]);
     if share.readonly {

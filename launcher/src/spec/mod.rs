@@ -120,6 +120,19 @@ pub enum MountSpec {
         /// Daemon policies.
         policy: SharePolicy,
     },
+    /// One host file served alone by `virtiofsd-msb --shared-file` and
+    /// bind-mounted by the guest onto a file at `guest`: nothing else of
+    /// its host directory is reachable.
+    BindFile {
+        /// Host file (absolute, a regular file).
+        host: PathBuf,
+        /// Guest path of the file.
+        guest: String,
+        /// Mount flags.
+        flags: MountFlags,
+        /// Daemon policies.
+        policy: SharePolicy,
+    },
     /// A tmpfs in the guest.
     Tmpfs {
         /// Guest path.
@@ -152,6 +165,7 @@ impl MountSpec {
     pub fn guest(&self) -> &str {
         match self {
             MountSpec::Bind { guest, .. }
+            | MountSpec::BindFile { guest, .. }
             | MountSpec::Tmpfs { guest, .. }
             | MountSpec::Disk { guest, .. } => guest,
             MountSpec::Volume(v) => &v.guest,
@@ -392,14 +406,48 @@ pub fn is_host_path(src: &str) -> bool {
     src.starts_with('/') || src.starts_with('.')
 }
 
-fn check_host(spec: &str, host: &str, want_dir: bool) -> Result<PathBuf, SpecError> {
+/// The bind mount of host path `src` (a directory, or a single regular
+/// file) on `guest`.
+fn bind_spec(spec: &str, src: &str, guest: String, opts: Options) -> Result<MountSpec, SpecError> {
+    let host_err = |e: std::io::Error| err(spec, format!("host path {src:?}: {e}"));
+    let meta = std::fs::metadata(src).map_err(host_err)?;
+    let host = std::fs::canonicalize(src).map_err(host_err)?;
+    let (flags, policy) = (opts.flags, opts.policy);
+    if meta.is_dir() {
+        return Ok(MountSpec::Bind {
+            host,
+            guest,
+            flags,
+            policy,
+        });
+    }
+    if !meta.is_file() {
+        return Err(err(
+            spec,
+            format!("host path {src:?} is neither a directory nor a regular file"),
+        ));
+    }
+    if host.file_name().and_then(|n| n.to_str()).is_none() {
+        return Err(err(
+            spec,
+            format!("host file {src:?}: its name must be valid UTF-8 to be bind-mounted alone"),
+        ));
+    }
+    Ok(MountSpec::BindFile {
+        host,
+        guest,
+        flags,
+        policy,
+    })
+}
+
+/// A disk image given on the command line: an existing regular file, made
+/// absolute.
+fn check_image_path(spec: &str, host: &str) -> Result<PathBuf, SpecError> {
     let path = Path::new(host);
     let meta =
         std::fs::metadata(path).map_err(|e| err(spec, format!("host path {host:?}: {e}")))?;
-    if want_dir && !meta.is_dir() {
-        return Err(err(spec, format!("host path {host:?} is not a directory")));
-    }
-    if !want_dir && !meta.is_file() {
+    if !meta.is_file() {
         return Err(err(
             spec,
             format!("disk image {host:?} is not a regular file"),
@@ -440,8 +488,9 @@ fn volume_spec(
     }))
 }
 
-/// Parses `-v HOST:GUEST[:OPTS]` (a bind mount) or `-v NAME:GUEST[:OPTS]`
-/// (a named volume: a source not starting with `/` or `.`).
+/// Parses `-v HOST:GUEST[:OPTS]` (a bind mount of a directory or of one
+/// file) or `-v NAME:GUEST[:OPTS]` (a named volume: a source not starting
+/// with `/` or `.`).
 pub fn parse_volume(spec: &str) -> Result<MountSpec, SpecError> {
     let (src, dst, opts) = split_src_dst(spec, "HOST:GUEST[:ro,noexec,nosuid,nodev]")?;
     if !is_host_path(src) {
@@ -449,12 +498,7 @@ pub fn parse_volume(spec: &str) -> Result<MountSpec, SpecError> {
         return volume_spec(spec, src, check_guest(spec, dst)?, opts);
     }
     let opts = parse_options(spec, Kind::Bind, opts)?;
-    Ok(MountSpec::Bind {
-        host: check_host(spec, src, true)?,
-        guest: check_guest(spec, dst)?,
-        flags: opts.flags,
-        policy: opts.policy,
-    })
+    bind_spec(spec, src, check_guest(spec, dst)?, opts)
 }
 
 /// Parses `--tmpfs GUEST[:size=64M,ro,noexec,nosuid,nodev]`.
@@ -484,7 +528,7 @@ pub fn parse_disk(spec: &str) -> Result<MountSpec, SpecError> {
 /// detected from its header when `format=` is not given, a raw image pinned
 /// as raw, other files it names refused unless `backing=allow`).
 fn disk_spec(spec: &str, src: &str, guest: String, opts: Options) -> Result<MountSpec, SpecError> {
-    let host = check_host(spec, src, false)?;
+    let host = check_image_path(spec, src)?;
     let request = DiskRequest {
         format: opts.format,
         backing: opts.backing,
@@ -545,12 +589,7 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, SpecError> {
             }
             volume_spec(spec, name, guest, opts)?
         }
-        Kind::Bind => MountSpec::Bind {
-            host: check_host(spec, need_src()?, true)?,
-            guest,
-            flags: opts.flags,
-            policy: opts.policy,
-        },
+        Kind::Bind => bind_spec(spec, need_src()?, guest, opts)?,
         Kind::Tmpfs => {
             if src.is_some() {
                 return Err(err(spec, "a tmpfs mount takes no src="));

@@ -66,6 +66,36 @@ fn bind_mounts_parse_and_check_the_host_path() {
 }
 
 #[test]
+fn a_host_file_is_bound_alone() {
+    let (_t, _dir, file) = tmpdir_with_disk();
+    let want = MountSpec::BindFile {
+        host: std::fs::canonicalize(&file).unwrap(),
+        guest: "/etc/app.conf".into(),
+        flags: MountFlags {
+            ro: true,
+            ..Default::default()
+        },
+        policy: SharePolicy {
+            stat_virt: Some(StatVirt::Relaxed),
+            ..Default::default()
+        },
+    };
+    let short = parse_volume(&format!("{file}:/etc/app.conf:ro,stat-virt=relaxed")).unwrap();
+    assert_eq!(short, want);
+    let long = parse_mount(&format!(
+        "type=bind,src={file},dst=/etc/app.conf,ro,stat-virt=relaxed"
+    ))
+    .unwrap();
+    assert_eq!(long, want);
+    assert_eq!(long.guest(), "/etc/app.conf");
+    let e = parse_volume("/dev/null:/null").unwrap_err();
+    assert!(
+        e.reason.contains("neither a directory nor a regular file"),
+        "{e}"
+    );
+}
+
+#[test]
 fn tmpfs_takes_size_and_flags_but_no_policies() {
     let m = parse_tmpfs("/tmp:size=64M,noexec").unwrap();
     assert_eq!(

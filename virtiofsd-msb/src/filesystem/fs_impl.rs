@@ -45,6 +45,9 @@ impl FileSystem for ConfinedFs {
     }
 
     fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        if let Some(file) = self.single_root(parent) {
+            return self.single_lookup(file, name);
+        }
         self.do_lookup(parent, name)
     }
 
@@ -64,6 +67,9 @@ impl FileSystem for ConfinedFs {
         inode: u64,
         _handle: Option<u64>,
     ) -> io::Result<(stat64, Duration)> {
+        if let Some(file) = self.single_root(inode) {
+            return self.single_root_attr(file);
+        }
         self.do_getattr(inode)
     }
 
@@ -269,6 +275,9 @@ impl FileSystem for ConfinedFs {
         inode: u64,
         flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
+        if self.single_root(inode).is_some() {
+            return Ok((Some(self.single_opendir(flags)?), OpenOptions::empty()));
+        }
         let (handle, opts) = self.do_open(ctx, inode, flags, true)?;
         Ok((Some(handle), opts))
     }
@@ -282,6 +291,9 @@ impl FileSystem for ConfinedFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
+        if let Some(file) = self.single_root(inode) {
+            return self.single_readdir(file, offset, add_entry);
+        }
         self.do_readdir(inode, handle, offset, add_entry)
     }
 
@@ -294,14 +306,23 @@ impl FileSystem for ConfinedFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
+        if let Some(file) = self.single_root(inode) {
+            return self.single_readdirplus(file, offset, add_entry);
+        }
         self.do_readdirplus(inode, handle, offset, add_entry)
     }
 
     fn fsyncdir(&self, _ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
+        if self.single_root(inode).is_some() {
+            return Ok(());
+        }
         self.do_fsync(inode, handle, datasync)
     }
 
     fn releasedir(&self, _ctx: &Context, inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
+        if self.single_root(inode).is_some() {
+            return Ok(());
+        }
         self.do_release(inode, handle)
     }
 

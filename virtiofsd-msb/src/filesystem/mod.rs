@@ -22,11 +22,12 @@ pub mod handles;
 pub mod inodes;
 pub mod locks;
 mod overlay;
+mod single_file;
 mod sizes;
 pub mod sys;
 mod xattrs;
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -73,6 +74,9 @@ pub struct FsConfig {
     pub host_permissions: HostPermissions,
     /// The byte budget, if any.
     pub quota: Option<QuotaConfig>,
+    /// Serve only this entry of `shared_dir` (a regular file), under a
+    /// synthetic root directory holding nothing else (`--shared-file`).
+    pub single_file: Option<OsString>,
 }
 
 impl FsConfig {
@@ -89,6 +93,7 @@ impl FsConfig {
             stat_virtualization: StatVirtualization::Strict,
             host_permissions: HostPermissions::Private,
             quota: None,
+            single_file: None,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct ConfinedFs {
     /// the share's filesystem stores `user.*` xattrs).
     overlay: bool,
     quota: Option<Quota>,
+    /// The file of a single-file share (`FsConfig::single_file`).
+    single: Option<single_file::SingleFile>,
 }
 
 impl ConfinedFs {
@@ -118,7 +125,19 @@ impl ConfinedFs {
     /// share (or joins the shared accounting file).
     pub fn new(config: FsConfig) -> io::Result<Self> {
         let root = open_root(&config.shared_dir)?;
-        let overlay = overlay::decide(&config, root.as_fd())?;
+        let single = match &config.single_file {
+            Some(name) => Some(single_file::SingleFile::open(root.as_fd(), name)?),
+            None => None,
+        };
+        if single.is_some() && config.quota.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a quota needs a shared directory, not a shared file",
+            ));
+        }
+        // A single-file share probes its file: the directory is not served.
+        let probe_at = single.as_ref().map_or(root.as_fd(), |s| s.fd());
+        let overlay = overlay::decide(&config, probe_at)?;
         let quota = match &config.quota {
             Some(q) => {
                 if let Some(file) = &q.accounting_file {
@@ -152,6 +171,7 @@ impl ConfinedFs {
             timeout,
             overlay,
             quota,
+            single,
         })
     }
 
@@ -194,6 +214,11 @@ impl ConfinedFs {
 
     /// The inode `id` and its `O_PATH` fd.
     fn inode(&self, id: u64) -> io::Result<(Arc<InodeData>, InodeFd)> {
+        if self.single_root(id).is_some() {
+            // The root of a single-file share is synthetic: the host
+            // directory behind it is never used by a request.
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
         let inode = self.inodes.get(id)?;
         let fd = self.inodes.fd(&inode)?;
         Ok((inode, fd))
@@ -297,3 +322,5 @@ mod tests;
 mod tests_cache;
 #[cfg(test)]
 mod tests_policy;
+#[cfg(test)]
+mod tests_single_file;
