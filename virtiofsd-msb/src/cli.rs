@@ -179,7 +179,9 @@ Quota (--quota-mib, --quota-file):
   copy_file_range or symlink request that would pass the budget fails with
   ENOSPC and changes nothing (a guest kernel may split one large write(2) into
   several requests: those that fit succeed, a short write); unlinking and
-  truncating give bytes back. Several daemons
+  truncating give bytes back, but a file unlinked while the guest still holds
+  it open stays counted (and its growth too) until its last handle and
+  lookup are gone. Several daemons
   serving one directory share a budget when started with the same --quota-file:
   the file holds the total, updated under an fcntl lock; the first daemon to
   open it (no other daemon holding it) rescans the directory. A directory

@@ -70,12 +70,19 @@ impl ConfinedFs {
             return self.write_record(fd, &new);
         }
         match host_type {
-            // A real host symlink cannot hold a record: its owner is the
-            // host's (root may change it; a symlink grants nothing).
+            // A real host symlink cannot hold a record, and the guest may
+            // not give host symlinks host owners of its choosing (host
+            // `protected_symlinks` trusts a link's owner): only a chown to
+            // the owner it has succeeds.
             libc::S_IFLNK if valid.contains(SetattrValid::MODE) => Err(errno(libc::EOPNOTSUPP)),
             libc::S_IFLNK => {
                 let (uid, gid) = wanted_owner(attr, valid);
-                sys::chown_fd(fd, uid, gid)
+                let same = |want: u32, have: u32| want == u32::MAX || want == have;
+                if same(uid, st.st_uid) && same(gid, st.st_gid) {
+                    Ok(())
+                } else {
+                    Err(errno(libc::EPERM))
+                }
             }
             // Special files present on the host stay as the host has them.
             _ => Err(errno(libc::EPERM)),
@@ -224,7 +231,12 @@ impl ConfinedFs {
         let (_, fd) = self.inode(inode)?;
         let host = sys::statvfs_fd(fd.as_fd())?;
         Ok(match &self.quota {
-            Some(q) => q.statfs(host),
+            Some(q) => {
+                if q.orphan_count() > 0 {
+                    self.release_unheld_orphans(q);
+                }
+                q.statfs(host)
+            }
             None => host,
         })
     }

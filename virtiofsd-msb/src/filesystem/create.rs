@@ -7,9 +7,8 @@
 //!   files* carrying the type (and device number) in the record, so the host
 //!   never holds a node the guest made (CVE-2020-35517 class);
 //! - symlinks are real host symlinks (Linux keeps no `user.*` xattr on a
-//!   symlink): when the daemon runs as root it gives them the guest
-//!   caller's owner, which grants nothing on the host; otherwise they are
-//!   the daemon's.
+//!   symlink), always the daemon's own: the guest never picks the host
+//!   owner of a symlink (host `protected_symlinks` trusts it).
 //!
 //! With it off (`--stat-virtualization off`, or relaxed on a filesystem
 //! without `user.*` xattrs) entries are made with the guest caller's fs
@@ -49,9 +48,7 @@ impl ConfinedFs {
         self.check_writable()?;
         confinement::validate_name(name)?;
         let dir = self.dir_inode(parent)?;
-        if let Some(q) = &self.quota {
-            q.check_room(0)?;
-        }
+        self.check_room()?;
         Ok(dir)
     }
 
@@ -190,9 +187,13 @@ impl ConfinedFs {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
-        let (pdata, dir) = self.prepare_create(parent, name)?;
+        let (_, dir) = self.prepare_create(parent, name)?;
         let len = target.to_bytes().len() as u64;
-        let charge = self.quota.as_ref().map(|q| q.reserve(len)).transpose()?;
+        let charge = self
+            .quota
+            .as_ref()
+            .map(|q| self.reserve(q, len))
+            .transpose()?;
         {
             let _creds = self.creds_for_create(ctx)?;
             sys::symlink_at(target, dir.as_fd(), name)?;
@@ -201,33 +202,7 @@ impl ConfinedFs {
             c.settle(len as i64);
         }
         let fd = confinement::open_beneath(dir.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-        if self.overlay {
-            self.give_symlink_owner(ctx, (&pdata, dir.as_fd()), fd.as_fd());
-        }
         self.entry_for_fd(fd)
-    }
-
-    /// Gives a symlink the daemon just made the owner the guest caller
-    /// would have; only root may, and a daemon that may not keeps it.
-    fn give_symlink_owner(
-        &self,
-        ctx: &Context,
-        (pdata, dir): (&InodeData, BorrowedFd<'_>),
-        link: BorrowedFd<'_>,
-    ) {
-        let Ok(st) = sys::stat_fd(link) else { return };
-        if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
-            return;
-        }
-        let mode = libc::S_IFLNK | 0o777;
-        let Ok(want) = self.new_record(ctx.uid, ctx.gid, pdata, dir, mode, 0) else {
-            return;
-        };
-        if (st.st_uid, st.st_gid) != (want.uid, want.gid) {
-            if let Err(e) = sys::chown_fd(link, want.uid, want.gid) {
-                tracing::debug!("symlink owner stays the daemon's: {e}");
-            }
-        }
     }
 
     pub(super) fn do_create(
@@ -282,6 +257,7 @@ impl ConfinedFs {
                     let st = sys::stat_fd(fd.as_fd())?;
                     let host_type = st.st_mode & libc::S_IFMT;
                     self.check_openable(fd.as_fd(), host_type, false, flags, None)?;
+                    let flags = super::files::never_block(host_type, flags);
                     file = Some((self.reopen_counted(ctx, fd.as_fd(), flags)?, false));
                     break;
                 }

@@ -24,9 +24,7 @@ impl ConfinedFs {
         confinement::validate_name(newname)?;
         let (_, fd) = self.inode(inode)?;
         let dir = self.dir(newparent)?;
-        if let Some(q) = &self.quota {
-            q.check_room(0)?;
-        }
+        self.check_room()?;
         // Link the inode we hold through its /proc/self/fd magic link: no
         // guest path is resolved for the source.
         let src = ProcSelfFd::entry_name(fd.as_fd());
@@ -44,9 +42,9 @@ impl ConfinedFs {
         self.check_writable()?;
         confinement::validate_name(name)?;
         let dir = self.dir(parent)?;
-        let freed = self.freed_by_removal(dir.as_fd(), name);
+        let removal = self.removal_of(dir.as_fd(), name);
         sys::unlink_at(dir.as_fd(), name, flags)?;
-        self.release_bytes(freed);
+        self.removed(removal);
         Ok(())
     }
 
@@ -67,27 +65,15 @@ impl ConfinedFs {
         }
         let old = self.dir(olddir)?;
         let new = self.dir(newdir)?;
-        // A replaced target is removed (unless it is the source itself, or
-        // the two are exchanged).
-        let freed = match (flags & libc::RENAME_EXCHANGE, self.quota.is_some()) {
-            (0, true) => {
-                let same = match (
-                    sys::stat_at(old.as_fd(), oldname),
-                    sys::stat_at(new.as_fd(), newname),
-                ) {
-                    (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
-                    _ => false,
-                };
-                if same {
-                    0
-                } else {
-                    self.freed_by_removal(new.as_fd(), newname)
-                }
-            }
-            _ => 0,
+        // A replaced target loses a link (none when the two are exchanged,
+        // or are links of one inode: then nothing changes).
+        let removal = if flags & libc::RENAME_EXCHANGE == 0 {
+            self.removal_of(new.as_fd(), newname)
+        } else {
+            None
         };
         sys::rename_at(old.as_fd(), oldname, new.as_fd(), newname, flags)?;
-        self.release_bytes(freed);
+        self.removed(removal);
         Ok(())
     }
 }

@@ -20,6 +20,34 @@ fn errno(e: i32) -> io::Error {
 /// Access-mode and other open flags that change data.
 const WRITE_FLAGS: i32 = libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC | libc::O_APPEND;
 
+/// The only guest open flags that reach the host (OPEN, OPENDIR, CREATE):
+/// access mode, append/truncate, sync and direct I/O, non-blocking, and
+/// the directory check. Everything else is dropped: `O_PATH`, the
+/// `O_TMPFILE` bit (an anonymous host file the quota could not see),
+/// `O_ASYNC` (SIGIO to the daemon), `__FMODE_EXEC`, and bits no kernel
+/// defines yet; `O_CREAT`/`O_EXCL` are the request's business.
+const GUEST_OPEN_FLAGS: i32 = libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_TRUNC
+    | libc::O_NONBLOCK
+    | libc::O_DSYNC
+    | libc::O_SYNC
+    | libc::O_DIRECT
+    | libc::O_LARGEFILE
+    | libc::O_NOATIME
+    | libc::O_DIRECTORY;
+
+/// `O_NONBLOCK` for a host FIFO: opening one without a peer, or reading an
+/// empty one, must never hold a queue thread (the guest gets `ENXIO` or
+/// `EAGAIN` instead).
+pub(super) fn never_block(host_type: u32, flags: i32) -> i32 {
+    if host_type == libc::S_IFIFO {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags
+    }
+}
+
 impl ConfinedFs {
     pub(super) fn open_options(&self, is_dir: bool) -> OpenOptions {
         match (self.config.cache, is_dir) {
@@ -33,7 +61,11 @@ impl ConfinedFs {
     /// Host open flags for a guest open: creation flags are the kernel's
     /// business, and writes are refused on a read-only share.
     pub(super) fn host_open_flags(&self, flags: u32) -> io::Result<i32> {
-        let flags = flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        let flags = flags as i32;
+        if flags & libc::O_ACCMODE == libc::O_ACCMODE {
+            return Err(errno(libc::EINVAL));
+        }
+        let flags = flags & GUEST_OPEN_FLAGS;
         if flags & WRITE_FLAGS != 0 {
             self.check_writable()?;
         }
@@ -113,6 +145,7 @@ impl ConfinedFs {
         let (data, fd) = self.inode(inode)?;
         let mut flags = self.host_open_flags(flags)?;
         self.check_openable(fd.as_fd(), data.file_type, is_dir, flags, Some(&data))?;
+        flags = never_block(data.file_type, flags);
         if is_dir {
             flags |= libc::O_DIRECTORY;
         }

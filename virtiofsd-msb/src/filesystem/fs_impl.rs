@@ -53,12 +53,14 @@ impl FileSystem for ConfinedFs {
 
     fn forget(&self, _ctx: &Context, inode: u64, count: u64) {
         self.inodes.forget(inode, count);
+        self.let_go();
     }
 
     fn batch_forget(&self, _ctx: &Context, requests: Vec<(u64, u64)>) {
         for (inode, count) in requests {
             self.inodes.forget(inode, count);
         }
+        self.let_go();
     }
 
     fn getattr(
@@ -233,7 +235,9 @@ impl FileSystem for ConfinedFs {
         _flock_release: bool,
         _lock_owner: Option<u64>,
     ) -> io::Result<()> {
-        self.do_release(inode, handle)
+        let released = self.do_release(inode, handle);
+        self.let_go();
+        released
     }
 
     fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {

@@ -115,6 +115,12 @@ impl HandleTable {
         }
     }
 
+    /// Every open handle, as they are now.
+    pub fn snapshot(&self) -> Vec<Arc<HandleData>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
     /// Closes every handle.
     pub fn clear(&self) {
         self.map.write().unwrap_or_else(|e| e.into_inner()).clear();

@@ -178,6 +178,12 @@ impl InodeStore {
         })
     }
 
+    /// Whether the table holds the host inode `(dev, ino)`.
+    pub fn holds(&self, (dev, ino): (u64, u64)) -> bool {
+        let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+        maps.by_key.contains_key(&InodeKey { dev, ino })
+    }
+
     /// Whether inode fds are reopened from file handles (which needs
     /// `CAP_DAC_READ_SEARCH`).
     pub fn uses_file_handles(&self) -> bool {

@@ -10,6 +10,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::inodes::{CachedRecord, InodeData};
@@ -116,7 +117,17 @@ fn fs_type_name(fd: BorrowedFd<'_>) -> String {
 /// Decides whether records are in use for this share, as
 /// `--stat-virtualization` asks; strict refuses a filesystem that does not
 /// store `user.*` xattrs.
+/// The daemon's effective uid, read once while setting up (before the
+/// system call filter goes on).
+static DAEMON_UID: OnceLock<u32> = OnceLock::new();
+
+fn daemon_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    *DAEMON_UID.get_or_init(|| unsafe { libc::geteuid() })
+}
+
 pub(super) fn decide(config: &FsConfig, root: BorrowedFd<'_>) -> io::Result<bool> {
+    daemon_uid();
     let mode = config.stat_virtualization;
     if mode == StatVirtualization::Off {
         return Ok(false);
@@ -252,7 +263,13 @@ impl ConfinedFs {
         // One byte more than a record, to see an overlong value.
         let mut buf = [0u8; stat_override::RECORD_LEN + 1];
         let got = fd.get(&self.proc_fd, &mut buf);
-        decode_record(got, &buf)
+        let Some(rec) = decode_record(got, &buf)? else {
+            return Ok(None);
+        };
+        // Forged records (a host user's own xattr) grant nothing.
+        let (RecordFd::Path(raw) | RecordFd::Open(raw)) = fd;
+        let owner = sys::stat_fd(raw)?.st_uid;
+        Ok(Some(rec.trusted_for_owner(owner, daemon_uid())))
     }
 
     /// The record of `inode` (host `stat` `st`, taken just before), read

@@ -1,26 +1,52 @@
 //! Quota bookkeeping around requests that change sizes (see
 //! [`crate::policy::quota`]): growth is reserved before the change, and the
 //! change actually made (measured with `fstat` before and after, under a
-//! per-inode lock) is what gets counted.
+//! per-inode lock) is what gets counted. Removing the last link of an inode
+//! the daemon still holds keeps its bytes counted (an orphan) until it is
+//! held no more.
 
+use std::collections::HashSet;
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
 
 use super::sys;
 use super::ConfinedFs;
+use crate::confinement;
+use crate::policy::quota::{Charge, InodeKey, Quota};
 
 /// `st_size` as an unsigned count.
 pub(super) fn size_of(st: &libc::stat64) -> u64 {
     u64::try_from(st.st_size).unwrap_or(0)
 }
 
+/// Longest a request that would fail with `ENOSPC` waits for bytes
+/// being given back (see [`ConfinedFs::retry_when_full`]).
+const FULL_RETRY: Duration = Duration::from_millis(50);
+
+fn enospc(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC)
+}
+
+/// An entry about to be removed (unlink, or replaced by a rename): the
+/// inode it names, held open and locked until [`ConfinedFs::removed`]
+/// sees whether its last link went.
+pub(super) struct Removal<'a> {
+    quota: &'a Quota,
+    fd: OwnedFd,
+    key: InodeKey,
+    _lock: MutexGuard<'a, ()>,
+}
+
 impl ConfinedFs {
     /// Runs `op`, which changes the size of the file behind `fd` (host
     /// inode `key`), under the quota: `plan` says from the current `stat`
     /// how many bytes `op` may add (reserved first; `ENOSPC` and no change
-    /// when they do not fit), then the change `op` really made is counted.
-    /// Without a quota this is just `op()`.
+    /// when they do not fit), then the change `op` really made is counted
+    /// (for an inode with no link left, as an orphan's). Without a quota
+    /// this is just `op()`.
     pub(super) fn with_growth<R>(
         &self,
         fd: BorrowedFd<'_>,
@@ -34,39 +60,132 @@ impl ConfinedFs {
         let _inode = q.lock_inode(key.0, key.1);
         let before = sys::stat_fd(fd)?;
         let want = plan(&before)?;
-        // An inode without links is out of `du`'s sight: not counted.
-        let linked = before.st_nlink > 0;
-        let charge = q.reserve(if linked { want } else { 0 })?;
+        let charge = self.reserve(q, want)?;
         let result = op();
-        let delta = match (linked, sys::stat_fd(fd)) {
-            (false, _) => 0,
-            (true, Ok(after)) => after.st_size.saturating_sub(before.st_size),
-            (true, Err(_)) if result.is_ok() => want as i64,
-            (true, Err(_)) => 0,
+        let measured = match sys::stat_fd(fd) {
+            Ok(after) => after.st_size.saturating_sub(before.st_size),
+            Err(_) if result.is_ok() => want as i64,
+            Err(_) => 0,
+        };
+        // Unlinked but open: still host disk space.
+        let delta = if before.st_nlink == 0 {
+            q.orphan_resized(key, measured)
+        } else {
+            measured
         };
         charge.settle(delta);
         result
     }
 
-    /// Bytes the quota gets back when the entry `name` of `dir` goes away
-    /// (unlink, or replaced by a rename): the size of a non-directory that
-    /// has no other link. 0 without a quota.
-    pub(super) fn freed_by_removal(&self, dir: BorrowedFd<'_>, name: &CStr) -> u64 {
-        if self.quota.is_none() {
-            return 0;
-        }
-        match sys::stat_at(dir, name) {
-            Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR && st.st_nlink == 1 => {
-                size_of(&st)
-            }
-            _ => 0,
+    /// [`Quota::reserve`]; when the bytes do not fit, see
+    /// [`ConfinedFs::retry_when_full`].
+    pub(super) fn reserve<'q>(&self, q: &'q Quota, bytes: u64) -> io::Result<Charge<'q>> {
+        self.retry_when_full(q, || q.reserve(bytes))
+    }
+
+    /// `ENOSPC` when a new entry may not be made (the total is over the
+    /// budget, after orphans no longer held gave their bytes back).
+    pub(super) fn check_room(&self) -> io::Result<()> {
+        match &self.quota {
+            Some(q) => self.retry_when_full(q, || q.check_room(0)),
+            None => Ok(()),
         }
     }
 
-    /// Gives `bytes` back to the quota.
-    pub(super) fn release_bytes(&self, bytes: u64) {
+    /// Runs `attempt`; while it answers `ENOSPC`, orphans no longer held
+    /// give their bytes back and it runs again, for at most
+    /// [`FULL_RETRY`]: a guest that closes and unlinks a file, then writes,
+    /// sends the FORGET that frees the file on another queue, and another
+    /// daemon sharing the budget may be freeing bytes the same way. Only
+    /// the path to `ENOSPC` ever waits, and only while that may change.
+    fn retry_when_full<T>(&self, q: &Quota, attempt: impl Fn() -> io::Result<T>) -> io::Result<T> {
+        let deadline = Instant::now() + FULL_RETRY;
+        loop {
+            match attempt() {
+                Err(e) if enospc(&e) => {
+                    let pending = q.orphan_count() > 0 && self.release_unheld_orphans(q);
+                    if !(pending || q.is_shared()) || Instant::now() >= deadline {
+                        return attempt();
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// After a FORGET or RELEASE: orphans the daemon no longer holds give
+    /// their bytes back at once.
+    pub(super) fn let_go(&self) {
         if let Some(q) = &self.quota {
-            q.adjust(-(i64::try_from(bytes).unwrap_or(i64::MAX)));
+            if q.orphan_count() > 0 {
+                self.release_unheld_orphans(q);
+            }
+        }
+    }
+
+    /// Gives back the bytes of orphans neither the inode table nor an open
+    /// handle holds any more. True when some orphan is left that only the
+    /// inode table holds (a FORGET for it may be on its way).
+    pub(super) fn release_unheld_orphans(&self, q: &Quota) -> bool {
+        let open = self.handle_keys();
+        let lookups_only = std::cell::Cell::new(false);
+        q.release_orphans(|key| {
+            let looked_up = self.inodes.holds(key);
+            let opened = open.contains(&key);
+            if looked_up && !opened {
+                lookups_only.set(true);
+            }
+            looked_up || opened
+        });
+        lookups_only.get()
+    }
+
+    /// The host inodes of every open handle.
+    fn handle_keys(&self) -> HashSet<InodeKey> {
+        self.handles
+            .snapshot()
+            .iter()
+            .filter_map(|h| sys::stat_fd(h.fd()).ok())
+            .map(|st| (st.st_dev, st.st_ino))
+            .collect()
+    }
+
+    /// Prepares the removal of the entry `name` of `dir` under the quota
+    /// (`None` without one, or when the name cannot be opened: then the
+    /// removal itself fails or frees nothing we counted).
+    pub(super) fn removal_of(&self, dir: BorrowedFd<'_>, name: &CStr) -> Option<Removal<'_>> {
+        let q = self.quota.as_ref()?;
+        let flags = libc::O_PATH | libc::O_NOFOLLOW;
+        let fd = confinement::open_beneath(dir, name, flags, 0).ok()?;
+        let st = sys::stat_fd(fd.as_fd()).ok()?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return None;
+        }
+        Some(Removal {
+            _lock: q.lock_inode(st.st_dev, st.st_ino),
+            quota: q,
+            fd,
+            key: (st.st_dev, st.st_ino),
+        })
+    }
+
+    /// After a removal succeeded: when it took the inode's last link, its
+    /// bytes come back, unless the daemon still holds the inode (a guest
+    /// handle or lookup), which keeps them counted as an orphan.
+    pub(super) fn removed(&self, removal: Option<Removal<'_>>) {
+        let Some(r) = removal else { return };
+        let Ok(st) = sys::stat_fd(r.fd.as_fd()) else {
+            return;
+        };
+        if st.st_nlink > 0 {
+            return;
+        }
+        let bytes = size_of(&st);
+        if self.inodes.holds(r.key) || self.handle_keys().contains(&r.key) {
+            r.quota.adopt_orphan(r.key, bytes);
+        } else {
+            r.quota.adjust(-(i64::try_from(bytes).unwrap_or(i64::MAX)));
         }
     }
 

@@ -17,6 +17,9 @@ use super::ConfinedFs;
 use crate::confinement::ProcSelfFd;
 use crate::policy::xattr_names;
 
+/// Longest extended attribute value Linux stores (`XATTR_SIZE_MAX`).
+const XATTR_SIZE_MAX: usize = 65536;
+
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
@@ -52,7 +55,9 @@ impl ConfinedFs {
                 xattr::get(&path, name, &mut [])? as u32
             ));
         }
-        let mut buf = vec![0u8; size as usize];
+        // The guest picks `size` (up to 4 GiB); no value is longer than
+        // XATTR_SIZE_MAX, so no buffer needs to be either.
+        let mut buf = vec![0u8; (size as usize).min(XATTR_SIZE_MAX)];
         let n = xattr::get(&path, name, &mut buf)?;
         buf.truncate(n);
         Ok(GetxattrReply::Value(buf))

@@ -20,7 +20,7 @@ pub mod stat_override;
 pub mod xattr_names;
 
 pub use host_perms::HostPermissions;
-pub use quota::{Quota, QuotaConfig};
+pub use quota::{InodeKey, Quota, QuotaConfig};
 pub use stat_override::StatOverride;
 
 /// `--stat-virtualization`: where the guest-visible owner and mode come

@@ -20,8 +20,16 @@
 //! copy_file_range or symlink whose growth does not fit fails with `ENOSPC`
 //! and changes nothing (no partial growth past the limit). Unlinking the
 //! last link of an inode, or replacing it by a rename, frees its size;
-//! shrinking frees the difference. Growth of an inode that has no link left
-//! (open after unlink) is not counted, as `du` cannot see it.
+//! shrinking frees the difference.
+//!
+//! # Unlinked but open
+//!
+//! An inode whose last link goes while the daemon still holds it (in its
+//! inode table or an open handle) keeps taking host disk space: it becomes
+//! an *orphan* whose bytes stay counted, and its growth is counted too
+//! (`exec 3>f; rm f; dd >&3` cannot pass the budget). Its bytes come back
+//! once the daemon holds it no more, checked lazily: when a reservation
+//! would fail, and when `statfs` is asked ([`Quota::release_orphans`]).
 //!
 //! A directory already over its quota is served; only growth fails, and new
 //! entries are refused while the total is over the limit.
@@ -35,9 +43,11 @@
 //! first daemon to start on the file (no other daemon holding it) rescans
 //! the directory, which also repairs any drift a crash left behind.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::quota_file::SharedCounter;
@@ -66,11 +76,18 @@ enum Counter {
     Shared(SharedCounter),
 }
 
+/// A host inode: `(st_dev, st_ino)`.
+pub type InodeKey = (u64, u64);
+
 /// A byte budget and its running total.
 pub struct Quota {
     limit: u64,
     counter: Counter,
     stripes: Vec<Mutex<()>>,
+    /// Unlinked inodes still held open, with the bytes counted for each.
+    orphans: Mutex<HashMap<InodeKey, u64>>,
+    /// `orphans.len()`, read without the lock.
+    orphan_count: AtomicUsize,
 }
 
 fn enospc() -> io::Error {
@@ -88,6 +105,8 @@ impl Quota {
             limit,
             counter,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            orphans: Mutex::new(HashMap::new()),
+            orphan_count: AtomicUsize::new(0),
         }
     }
 
@@ -181,6 +200,73 @@ impl Quota {
         if let Err(e) = result {
             tracing::warn!("quota accounting: cannot record a change of {delta} bytes: {e}");
         }
+    }
+
+    /// Whether other daemons share the total (`--quota-file`).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.counter, Counter::Shared(_))
+    }
+
+    /// Number of orphans (unlinked inodes still held, bytes still counted).
+    pub fn orphan_count(&self) -> usize {
+        self.orphan_count.load(Ordering::Acquire)
+    }
+
+    fn orphans(&self) -> MutexGuard<'_, HashMap<InodeKey, u64>> {
+        self.orphans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last link of `key` went while the daemon still holds it: its
+    /// `bytes` stay counted until [`Quota::release_orphans`] finds it no
+    /// longer held.
+    pub fn adopt_orphan(&self, key: InodeKey, bytes: u64) {
+        let mut orphans = self.orphans();
+        let entry = orphans.entry(key).or_insert(0);
+        *entry = entry.saturating_add(bytes);
+        self.orphan_count.store(orphans.len(), Ordering::Release);
+    }
+
+    /// `key`, which has no link left, changed size by `delta` bytes (as
+    /// measured); returns the change to count. An orphan's entry follows
+    /// it; an unlinked inode not known as one (its unlink raced a lookup)
+    /// becomes one, with only its growth counted (its earlier bytes were
+    /// given back when it was unlinked).
+    pub fn orphan_resized(&self, key: InodeKey, delta: i64) -> i64 {
+        let mut orphans = self.orphans();
+        let counted = match orphans.get_mut(&key) {
+            Some(bytes) => {
+                let before = *bytes;
+                *bytes = apply_delta(before, delta);
+                (*bytes as i64).saturating_sub(before as i64)
+            }
+            None => {
+                let grown = delta.max(0);
+                orphans.insert(key, grown as u64);
+                grown
+            }
+        };
+        self.orphan_count.store(orphans.len(), Ordering::Release);
+        counted
+    }
+
+    /// Gives back the bytes of every orphan `held` says the daemon no
+    /// longer holds; returns how many bytes came back.
+    pub fn release_orphans(&self, held: impl Fn(InodeKey) -> bool) -> u64 {
+        let mut freed = 0u64;
+        {
+            let mut orphans = self.orphans();
+            orphans.retain(|key, bytes| {
+                if held(*key) {
+                    true
+                } else {
+                    freed = freed.saturating_add(*bytes);
+                    false
+                }
+            });
+            self.orphan_count.store(orphans.len(), Ordering::Release);
+        }
+        self.adjust(-(i64::try_from(freed).unwrap_or(i64::MAX)));
+        freed
     }
 
     /// Serialises size-changing requests on one host inode (`dev`, `ino`)
@@ -327,6 +413,26 @@ mod tests {
         host.f_bavail = 1;
         let tight = quota_statfs(host, 8 << 20, 0);
         assert_eq!(tight.f_bavail, 1, "never more than the host has free");
+    }
+
+    #[test]
+    fn orphans_stay_counted_until_released() {
+        let q = Quota::in_memory(100, 40);
+        q.adopt_orphan((1, 7), 40);
+        assert_eq!(q.orphan_count(), 1);
+        // It grows by 30 and shrinks by 100: only down to zero.
+        assert_eq!(q.orphan_resized((1, 7), 30), 30);
+        assert_eq!(q.orphan_resized((1, 7), -100), -70);
+        // An unlinked inode nobody adopted: only growth counts.
+        assert_eq!(q.orphan_resized((1, 8), -5), 0);
+        assert_eq!(q.orphan_resized((1, 8), 9), 9);
+        q.adjust(9);
+        assert_eq!(q.release_orphans(|k| k == (1, 8)), 0);
+        assert_eq!(q.orphan_count(), 1);
+        assert_eq!(q.used().unwrap(), 49);
+        assert_eq!(q.release_orphans(|_| false), 9);
+        assert_eq!(q.used().unwrap(), 40);
+        assert_eq!(q.orphan_count(), 0);
     }
 
     #[test]

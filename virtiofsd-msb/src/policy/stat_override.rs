@@ -201,6 +201,29 @@ impl StatOverride {
     pub fn has_priv_bits(&self) -> bool {
         self.mode & PRIV_BITS != 0
     }
+
+    /// The record as the daemon honours it on a host inode owned by
+    /// `host_uid`, the daemon running as `daemon_uid`.
+    ///
+    /// Only the daemon writes records on the inodes it owns; any user may
+    /// set `user.*` xattrs on their own files and move them into a shared
+    /// directory. So on an inode the daemon does not own, a record grants
+    /// nothing its host owner could not: setuid and setgid are dropped, and
+    /// a character or block device reads as a plain regular file (rdev 0).
+    /// Owner, group and the other mode bits are kept (they grant nothing
+    /// by themselves).
+    pub fn trusted_for_owner(self, host_uid: u32, daemon_uid: u32) -> Self {
+        if host_uid == daemon_uid {
+            return self;
+        }
+        let mut rec = self;
+        rec.mode &= !PRIV_BITS;
+        if matches!(rec.file_type(), libc::S_IFCHR | libc::S_IFBLK) {
+            rec.mode = libc::S_IFREG | (rec.mode & 0o7777);
+            rec.rdev = 0;
+        }
+        rec
+    }
 }
 
 /// What a strict-mode probe found out about the share's filesystem.
@@ -357,5 +380,31 @@ mod tests {
             classify_read_probe(Err(libc::EACCES)),
             XattrSupport::Unknown(libc::EACCES)
         );
+    }
+    #[test]
+    fn records_on_inodes_the_daemon_does_not_own_grant_nothing() {
+        let forged = StatOverride {
+            uid: 0,
+            gid: 0,
+            mode: libc::S_IFREG | libc::S_ISUID | libc::S_ISGID | 0o755,
+            rdev: 0,
+        };
+        assert_eq!(forged.trusted_for_owner(1000, 1000), forged);
+        let t = forged.trusted_for_owner(4242, 0);
+        assert_eq!(t.mode, libc::S_IFREG | 0o755);
+        assert_eq!((t.uid, t.gid), (0, 0));
+        let dev = StatOverride {
+            uid: 0,
+            gid: 0,
+            mode: libc::S_IFCHR | 0o666,
+            rdev: 0x0101,
+        };
+        let t = dev.trusted_for_owner(4242, 0);
+        assert_eq!((t.mode, t.rdev), (libc::S_IFREG | 0o666, 0));
+        let fifo = StatOverride {
+            mode: libc::S_IFIFO | libc::S_ISGID | 0o644,
+            ..dev
+        };
+        assert_eq!(fifo.trusted_for_owner(1, 2).mode, libc::S_IFIFO | 0o644);
     }
 }

@@ -1,0 +1,326 @@
+//! Shared by the hostile-request suites: each case runs against a fresh
+//! daemon twice, with the process sandbox on (the default: namespaces,
+//! seccomp, dropped capabilities) and off (`--sandbox none --seccomp
+//! none`), so a wall never hides a bug of the layer under it. Also the
+//! FUSE requests the driver has no helper for.
+
+#![allow(dead_code)]
+
+use std::io;
+use std::mem::size_of;
+use std::path::Path;
+
+use fuse_backend_rs::abi::fuse_abi::{
+    Attr, AttrOut, CopyFileRangeIn, EntryOut, FallocateIn, FileLock, GetxattrIn, GetxattrOut,
+    LinkIn, LkIn, Opcode, SetattrIn, SetxattrIn,
+};
+use msb_tests::daemon_proc::{Daemon, DaemonOptions};
+use msb_tests::vhost_driver::{DriverConfig, DriverError, FsDriver, FuseClient};
+use vm_memory::ByteValued;
+
+/// One hostile case: a daemon set up as `args`/`prepare` say, then `run`
+/// with a connected driver; `run` panics on a wrong answer.
+pub struct Case {
+    /// What the case tries.
+    pub name: &'static str,
+    /// Daemon flags beyond the socket and shared dir.
+    pub args: &'static [&'static str],
+    /// Lays out files under the temporary root (share is `root/share`).
+    pub prepare: Option<fn(&Path) -> io::Result<()>>,
+    /// Request queues to connect with.
+    pub queues: usize,
+    /// The attack and its checks.
+    pub run: fn(&Daemon, &FsDriver),
+}
+
+impl Case {
+    /// A case with one queue, no preparation.
+    pub const fn new(
+        name: &'static str,
+        args: &'static [&'static str],
+        run: fn(&Daemon, &FsDriver),
+    ) -> Case {
+        Case {
+            name,
+            args,
+            prepare: None,
+            queues: 1,
+            run,
+        }
+    }
+
+    /// The same case with `prepare` laying out the share first.
+    pub const fn prepared(mut self, prepare: fn(&Path) -> io::Result<()>) -> Case {
+        self.prepare = Some(prepare);
+        self
+    }
+
+    /// The same case with `n` request queues.
+    pub const fn queues(mut self, n: usize) -> Case {
+        self.queues = n;
+        self
+    }
+}
+
+/// The two ways every case runs.
+pub const MODES: [(&str, &[&str]); 2] = [
+    ("sandbox on", &[]),
+    ("sandbox off", &["--sandbox", "none", "--seccomp", "none"]),
+];
+
+/// Runs every case in both modes, each on a fresh daemon; reports how many
+/// ran. A failing case panics with its name, mode and the daemon's log.
+pub fn run_all(cases: &[Case]) {
+    let mut ran = 0;
+    for (mode, mode_args) in MODES {
+        for case in cases {
+            let mut args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
+            args.extend(mode_args.iter().map(|s| s.to_string()));
+            let d = Daemon::start_with(DaemonOptions {
+                args,
+                prepare: case.prepare,
+            })
+            .unwrap_or_else(|e| panic!("{} ({mode}): start: {e}", case.name));
+            let fs = d
+                .connect_with(DriverConfig {
+                    request_queues: case.queues,
+                    ..DriverConfig::default()
+                })
+                .unwrap_or_else(|e| panic!("{} ({mode}): {e}", case.name));
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (case.run)(&d, &fs)));
+            if let Err(p) = outcome {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!(
+                    "case {:?} ({mode}) failed: {msg}\ndaemon log:\n{}",
+                    case.name,
+                    d.log_tail(3000)
+                );
+            }
+            // The daemon must still serve after the attack.
+            fs.getattr(msb_tests::vhost_driver::ROOT_ID)
+                .unwrap_or_else(|e| panic!("{} ({mode}): daemon stopped serving: {e}", case.name));
+            ran += 1;
+        }
+    }
+    eprintln!(
+        "hostile cases: {ran} runs ({} cases x sandbox on/off)",
+        cases.len()
+    );
+}
+
+/// The errno of a failed request (0 for success, -1 for a transport error).
+pub fn errno<T>(r: Result<T, DriverError>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.errno().unwrap_or(-1),
+    }
+}
+
+/// `FUSE_SETATTR` with the given valid bits and values.
+pub fn setattr(fs: &impl FuseClient, node: u64, arg: SetattrIn) -> Result<Attr, DriverError> {
+    Ok(fs
+        .call_obj::<AttrOut>(Opcode::Setattr, node, arg.as_slice())?
+        .attr)
+}
+
+/// `FATTR_SIZE` through handle `fh` (0: none).
+pub fn truncate(fs: &impl FuseClient, node: u64, fh: u64, size: u64) -> Result<Attr, DriverError> {
+    const FATTR_SIZE: u32 = 1 << 3;
+    const FATTR_FH: u32 = 1 << 6;
+    let valid = FATTR_SIZE | if fh != 0 { FATTR_FH } else { 0 };
+    setattr(
+        fs,
+        node,
+        SetattrIn {
+            valid,
+            fh,
+            size,
+            ..Default::default()
+        },
+    )
+}
+
+/// Guest chown (`u32::MAX`: leave that id).
+pub fn chown(fs: &impl FuseClient, node: u64, uid: u32, gid: u32) -> Result<Attr, DriverError> {
+    const FATTR_UID: u32 = 1 << 1;
+    const FATTR_GID: u32 = 1 << 2;
+    let mut valid = 0;
+    if uid != u32::MAX {
+        valid |= FATTR_UID;
+    }
+    if gid != u32::MAX {
+        valid |= FATTR_GID;
+    }
+    setattr(
+        fs,
+        node,
+        SetattrIn {
+            valid,
+            uid,
+            gid,
+            ..Default::default()
+        },
+    )
+}
+
+/// `FUSE_FALLOCATE`.
+pub fn fallocate(
+    fs: &impl FuseClient,
+    node: u64,
+    fh: u64,
+    mode: u32,
+    offset: u64,
+    length: u64,
+) -> Result<(), DriverError> {
+    let arg = FallocateIn {
+        fh,
+        offset,
+        length,
+        mode,
+        padding: 0,
+    };
+    fs.call(Opcode::Fallocate, node, arg.as_slice(), 0)
+        .map(drop)
+}
+
+/// `FUSE_COPY_FILE_RANGE`; returns the count copied.
+pub fn copy_range(
+    fs: &impl FuseClient,
+    (node_in, fh_in, off_in): (u64, u64, u64),
+    (node_out, fh_out, off_out): (u64, u64, u64),
+    len: u64,
+) -> Result<u32, DriverError> {
+    let arg = CopyFileRangeIn {
+        fh_in,
+        offset_in: off_in,
+        nodeid_out: node_out,
+        fh_out,
+        offset_out: off_out,
+        len,
+        flags: 0,
+    };
+    let body = fs.call(Opcode::CopyFileRange, node_in, arg.as_slice(), 8)?;
+    Ok(u32::from_le_bytes(body[..4].try_into().unwrap_or_default()))
+}
+
+/// `FUSE_LINK` of `node` as `parent/name`.
+pub fn link(
+    fs: &impl FuseClient,
+    node: u64,
+    parent: u64,
+    name: &[u8],
+) -> Result<EntryOut, DriverError> {
+    let mut body = LinkIn { oldnodeid: node }.as_slice().to_vec();
+    body.extend_from_slice(name);
+    body.push(0);
+    fs.call_obj(Opcode::Link, parent, &body)
+}
+
+/// `FUSE_SETXATTR`.
+pub fn setxattr(
+    fs: &impl FuseClient,
+    node: u64,
+    name: &str,
+    value: &[u8],
+) -> Result<(), DriverError> {
+    let mut body = SetxattrIn {
+        size: value.len() as u32,
+        flags: 0,
+    }
+    .as_slice()
+    .to_vec();
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    body.extend_from_slice(value);
+    fs.call(Opcode::Setxattr, node, &body, 0).map(drop)
+}
+
+/// `FUSE_GETXATTR` with a guest-chosen `size`; returns the reply body.
+pub fn getxattr(
+    fs: &impl FuseClient,
+    node: u64,
+    name: &str,
+    size: u32,
+    capacity: u32,
+) -> Result<Vec<u8>, DriverError> {
+    let mut body = GetxattrIn { size, padding: 0 }.as_slice().to_vec();
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    fs.call(
+        Opcode::Getxattr,
+        node,
+        &body,
+        capacity.max(size_of::<GetxattrOut>() as u32),
+    )
+}
+
+/// A POSIX write lock on the whole file for `owner` (`wait`: SETLKW).
+pub fn lock(
+    fs: &impl FuseClient,
+    node: u64,
+    fh: u64,
+    owner: u64,
+    wait: bool,
+) -> Result<(), DriverError> {
+    let arg = LkIn {
+        fh,
+        owner,
+        lk: FileLock {
+            start: 0,
+            end: u64::MAX >> 1,
+            type_: libc::F_WRLCK as u32,
+            pid: 1,
+        },
+        lk_flags: 0,
+        padding: 0,
+    };
+    let op = if wait { Opcode::Setlkw } else { Opcode::Setlk };
+    fs.call(op, node, arg.as_slice(), 0).map(drop)
+}
+
+/// Apparent bytes of every non-directory inode under `dir`, each inode
+/// once (what the quota counts, seen from the host).
+pub fn host_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if seen.insert(m.ino()) {
+                total += m.size();
+            }
+        }
+    }
+    total
+}
+
+/// Bytes of unlinked files of the share's filesystem the server still
+/// holds open: the sizes of its open fds with link count 0 on the share's
+/// device (from `/proc/PID/fd`; guest memory, a memfd, is elsewhere).
+pub fn unlinked_open_bytes(d: &Daemon) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let pid = d.server_pid().unwrap();
+    let dev = std::fs::metadata(d.shared_dir()).unwrap().dev();
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"));
+    for e in fds.into_iter().flatten().flatten() {
+        if let Ok(m) = std::fs::metadata(e.path()) {
+            if m.is_file() && m.nlink() == 0 && m.dev() == dev && seen.insert(m.ino()) {
+                total += m.size();
+            }
+        }
+    }
+    total
+}
