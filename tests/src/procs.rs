@@ -91,7 +91,7 @@ pub fn processes_mentioning(path: &Path) -> Vec<ProcInfo> {
 }
 
 /// The descendants of `root` in `procs` (not `root` itself).
-pub(crate) fn descendants(procs: &BTreeMap<i32, ProcInfo>, root: i32) -> Vec<ProcInfo> {
+pub fn descendants(procs: &BTreeMap<i32, ProcInfo>, root: i32) -> Vec<ProcInfo> {
     procs
         .values()
         .filter(|p| {

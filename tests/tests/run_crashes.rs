@@ -151,6 +151,12 @@ fn a_control_share_that_never_answers_ends_at_the_boot_deadline() {
     };
     // SAFETY: kill(2) with plain integers on a process msb started.
     assert_eq!(unsafe { libc::kill(daemon.pid, libc::SIGSTOP) }, 0);
+    // The sandboxed daemon serves from a descendant of the started process.
+    let procs = msb_tests::procs::all_processes();
+    for p in msb_tests::procs::descendants(&procs, daemon.pid) {
+        // SAFETY: as above, on the daemon's own sandboxed children.
+        unsafe { libc::kill(p.pid, libc::SIGSTOP) };
+    }
     let out = running.wait();
     out.assert_code(EXIT_LAUNCHER).assert_clean();
     assert!(

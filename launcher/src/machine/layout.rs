@@ -269,7 +269,7 @@ pub(crate) fn start_daemon(
         .arg(PASSED_FD.to_string())
         .arg(share_flag)
         .arg(&share.host)
-        .args(["--sandbox", "none", "--log-level", "warn"]);
+        .args(["--sandbox", "namespace", "--log-level", "warn"]);
     if share.readonly {
         cmd.arg("--readonly");
     }
