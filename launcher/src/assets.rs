@@ -85,14 +85,18 @@ fn find_guest_file(given: Option<&Path>, rels: &[&str], what: &str) -> Result<Pa
         })
 }
 
-/// The `virtiofsd-msb` binary: next to `msb`, else on `PATH`.
+/// The `virtiofsd-msb` binary: next to this program or one directory up
+/// (a program using the `msb` library from cargo's `examples/`), else on
+/// `PATH`.
 pub fn find_daemon() -> Result<PathBuf, RunError> {
     if let Some(p) = std::env::var_os("MSB_DAEMON_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let beside = exe_dir()
-        .map(|d| d.join("virtiofsd-msb"))
-        .filter(|p| p.is_file());
+    let beside = exe_dir().and_then(|d| {
+        [d.join("virtiofsd-msb"), d.join("../virtiofsd-msb")]
+            .into_iter()
+            .find(|p| p.is_file())
+    });
     let on_path = || {
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
