@@ -63,6 +63,13 @@ for spec in "${tools[@]}"; do
   fi
 done
 
+# cargo-fuzz for the fuzz smoke run of scripts/test.sh (fuzz/; it builds
+# with the nightly toolchain, which the machine image may or may not have).
+if [ "$(cargo-fuzz --version 2>/dev/null || true)" != "cargo-fuzz 0.13.2" ]; then
+  log "cargo install cargo-fuzz 0.13.2"
+  cargo install --locked -q --force cargo-fuzz --version 0.13.2
+fi
+
 # Reference daemon for scripts/bench-daemon and scripts/bench-guest-io:
 # virtiofsd 1.14.0 under target/bench/ (skipped when already there).
 "$here/lib/virtiofsd-ref.sh" >/dev/null

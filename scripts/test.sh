@@ -6,6 +6,7 @@
 #   3. release build of every binary (the tests run the real daemon)
 #   4. cargo test --workspace --release: unit tests, the vhost-user driver
 #      tests, real QEMU guests, pjdfstest and fsx through the host FUSE mode.
+#   5. a 60-second fuzz smoke run (fuzz/: 20 s per cargo-fuzz target).
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test fsx`).
 set -euo pipefail
 
@@ -30,5 +31,19 @@ cargo build --workspace --release --bins --examples --locked
 
 step "cargo test --release"
 cargo test --workspace --release --locked --no-fail-fast "$@"
+
+step "fuzz smoke run: 20 s per target (fuzz/, cargo-fuzz on nightly)"
+if cargo +nightly --version >/dev/null 2>&1; then
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  for target in fuse_request agent_frame oci_layer; do
+    # New inputs go to the scratch dir; the corpus in the repo is only read.
+    mkdir -p "$scratch/$target"
+    (cd fuzz && cargo +nightly fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
+      -max_total_time=20 -timeout=10 -rss_limit_mb=4096)
+  done
+else
+  echo "no nightly toolchain (rustup toolchain install nightly): fuzz smoke run NOT run" >&2
+fi
 
 step "all tests passed in $((SECONDS - t0)) s"
