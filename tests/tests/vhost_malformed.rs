@@ -125,8 +125,12 @@ fn judge(c: &Case, done: &Completion) -> Result<String, String> {
     }
 }
 
-fn start(request_queues: usize) -> (Daemon, FsDriver) {
-    let d = Daemon::start(&[]).unwrap_or_else(|e| panic!("cannot start virtiofsd-msb: {e}"));
+/// Every case runs against a daemon with the process sandbox on (the
+/// default) and off, so a wall never hides a bug under it.
+const MODES: [&[&str]; 2] = [&[], &["--sandbox", "none", "--seccomp", "none"]];
+
+fn start(request_queues: usize, mode: &[&str]) -> (Daemon, FsDriver) {
+    let d = Daemon::start(mode).unwrap_or_else(|e| panic!("cannot start virtiofsd-msb: {e}"));
     fs::write(d.shared_dir().join("file"), b"0123456789").unwrap();
     // Small requests: a chain not back within seconds has been dropped.
     let config = DriverConfig {
@@ -477,8 +481,8 @@ struct Rig {
     fh: u64,
 }
 
-fn rig() -> Rig {
-    let (d, fs) = start(1);
+fn rig(mode: &[&str]) -> Rig {
+    let (d, fs) = start(1, mode);
     let file = fs.lookup(ROOT_ID, b"file").unwrap().nodeid;
     let fh = fs.open(file, libc::O_RDWR).unwrap().fh;
     Rig { d, fs, file, fh }
@@ -486,7 +490,14 @@ fn rig() -> Rig {
 
 #[test]
 fn malformed_requests_get_errno_replies_and_the_daemon_keeps_serving() {
-    let mut r = rig();
+    for mode in MODES {
+        malformed_requests_against(mode);
+    }
+}
+
+fn malformed_requests_against(mode: &[&str]) {
+    eprintln!("daemon flags {mode:?}");
+    let mut r = rig(mode);
     let total = build_cases(&r.fs, r.file, r.fh).len();
     let mut failures = Vec::new();
     let mut restarts = 0;
@@ -521,7 +532,7 @@ fn malformed_requests_get_errno_replies_and_the_daemon_keeps_serving() {
         // The queue or the daemon is gone: go on with a fresh one so one
         // bug does not hide the others.
         restarts += 1;
-        r = rig();
+        r = rig(mode);
     }
     // (The content is only intact if the lying WRITEs were refused; those
     // cases report that themselves.)
@@ -596,8 +607,13 @@ fn hostile_descriptors_do_not_kill_the_daemon() {
         }),
     ];
     let mut failures = Vec::new();
-    for (name, build) in hostile {
-        let (mut d, fs) = start(2);
+    let cases = MODES.iter().flat_map(|mode| {
+        hostile
+            .iter()
+            .map(move |(name, build)| (*mode, *name, *build))
+    });
+    for (mode, name, build) in cases {
+        let (mut d, fs) = start(2, mode);
         let end = fs.memory().base().0 + fs.memory().len();
         let (_, req) = request(&fs, op(Opcode::Getattr), ROOT_ID, &[0; 16], None);
         let outcome = match fs.send_chains(2, &[build(end, &req)]) {
