@@ -236,11 +236,24 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the workspace's debug `virtiofsd-msb` (or `$MSB_DAEMON_BIN`).
+    /// Starts the workspace's `virtiofsd-msb` of the profile these tests were
+    /// built with, else the other one (CI builds release only), or
+    /// `$MSB_DAEMON_BIN`.
     pub fn start(shared: &Path, socket: &Path, log: &Path) -> Result<Daemon, String> {
+        let profiles = if cfg!(debug_assertions) {
+            ["debug", "release"]
+        } else {
+            ["release", "debug"]
+        };
         let bin = std::env::var_os("MSB_DAEMON_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| workspace().join("target/debug/virtiofsd-msb"));
+            .or_else(|| {
+                profiles
+                    .iter()
+                    .map(|p| workspace().join("target").join(p).join("virtiofsd-msb"))
+                    .find(|b| b.is_file())
+            })
+            .unwrap_or_else(|| workspace().join("target/release/virtiofsd-msb"));
         if !bin.is_file() {
             return Err(format!(
                 "no daemon at {} (cargo build -p virtiofsd-msb)",
