@@ -206,6 +206,42 @@ fn lookups_without_forgets_do_not_grow_the_daemon(d: &Daemon, fs: &FsDriver) {
     );
 }
 
+/// 300 files on the host, more than 16 inode fds x 16 entries allow.
+fn many_files(root: &Path) -> std::io::Result<()> {
+    for i in 0..300 {
+        std::fs::write(root.join(format!("share/f{i}")), b"x")?;
+    }
+    Ok(())
+}
+
+fn the_inode_table_is_bounded(_d: &Daemon, fs: &FsDriver) {
+    let mut ids = Vec::new();
+    let mut refused = 0;
+    for i in 0..300 {
+        match fs.lookup(ROOT_ID, format!("f{i}").as_bytes()) {
+            Ok(e) => ids.push(e.nodeid),
+            Err(e) => {
+                assert_eq!(e.errno(), Some(libc::ENFILE), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        ids.len() <= 256 && refused >= 44,
+        "{} held, {refused} refused",
+        ids.len()
+    );
+    // Forgetting makes room again.
+    for id in ids.drain(..50) {
+        fs.forget(id, 1).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs.lookup(ROOT_ID, b"f299").is_err() {
+        assert!(Instant::now() < deadline, "forgets made no room");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn batch_forget_with_a_lying_count(_d: &Daemon, fs: &FsDriver) {
     let mut body = u32::MAX.to_le_bytes().to_vec();
     body.extend_from_slice(&[0u8; 4]);
@@ -446,6 +482,12 @@ fn guest_sizes_and_lookups_do_not_become_daemon_memory() {
             lookups_without_forgets_do_not_grow_the_daemon,
         )
         .prepared(file_with),
+        Case::new(
+            "lookups past the inode table's bound",
+            &["--max-inode-fds", "16"],
+            the_inode_table_is_bounded,
+        )
+        .prepared(many_files),
         Case::new(
             "BATCH_FORGET with a lying count",
             &[],

@@ -113,7 +113,17 @@ pub struct InodeStore {
     fds: Mutex<FdAccount>,
     handles: Option<FileHandles>,
     max_fds: usize,
+    /// Most inodes the table holds at once, fd or not (see
+    /// [`ENTRIES_PER_FD`]).
+    max_entries: usize,
 }
+
+/// Table entries allowed per inode fd: with file handles, entries outlive
+/// their fds, so a guest that looks up ever more inodes and never forgets
+/// them would otherwise grow the daemon without bound. At the default
+/// 65,536 fds that is about a million inodes, as many as virtiofsd can
+/// hold under its default RLIMIT_NOFILE.
+pub const ENTRIES_PER_FD: usize = 16;
 
 /// Which inodes hold an fd, oldest first, and how many.
 struct FdAccount {
@@ -175,6 +185,7 @@ impl InodeStore {
             }),
             handles,
             max_fds: max_fds.max(2),
+            max_entries: max_fds.max(2).saturating_mul(ENTRIES_PER_FD),
         })
     }
 
@@ -243,7 +254,8 @@ impl InodeStore {
 
     /// Registers the result of a successful lookup: `fd` (an `O_PATH` fd to
     /// the entry) with stat `st`. Returns the inode, with its lookup count
-    /// raised by one. An already known inode keeps its existing fd.
+    /// raised by one. An already known inode keeps its existing fd. A new
+    /// inode past the table's bound is `ENFILE` (until the guest forgets).
     pub fn insert_or_ref(&self, fd: OwnedFd, st: &libc::stat64) -> io::Result<Arc<InodeData>> {
         let key = InodeKey {
             dev: st.st_dev,
@@ -262,6 +274,11 @@ impl InodeStore {
             drop(maps);
             self.release_slot();
             return Ok(inode);
+        }
+        if maps.by_id.len() >= self.max_entries {
+            drop(maps);
+            self.release_slot();
+            return Err(io::Error::from_raw_os_error(libc::ENFILE));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let inode = Arc::new(InodeData::new(
