@@ -242,6 +242,33 @@ fn no_new_entries_over_the_budget(_d: &Daemon, fs: &FsDriver) {
     fs.mkdir(ROOT_ID, b"d", 0o755).unwrap();
 }
 
+/// Empty files cost no bytes, but names are bounded: one per KiB of budget.
+fn empty_entries_are_bounded(d: &Daemon, fs: &FsDriver) {
+    let mut made = 0;
+    for i in 0..3000 {
+        let name = format!("e{i}");
+        let r = if i % 3 == 0 {
+            fs.mkdir(ROOT_ID, name.as_bytes(), 0o755).map(drop)
+        } else {
+            fs.create(ROOT_ID, name.as_bytes(), 0o644, libc::O_RDONLY)
+                .map(|(e, o)| fs.release(e.nodeid, o.fh).unwrap())
+        };
+        match r {
+            Ok(()) => made += 1,
+            Err(e) => {
+                assert_eq!(e.errno(), Some(libc::ENOSPC), "{e}");
+                break;
+            }
+        }
+    }
+    assert_eq!(made, 1024, "names allowed under a 1 MiB quota");
+    let host = std::fs::read_dir(d.shared_dir()).unwrap().count();
+    assert_eq!(host, 1024);
+    fs.unlink(ROOT_ID, b"e1").unwrap();
+    fs.create(ROOT_ID, b"again", 0o644, libc::O_RDONLY).unwrap();
+    assert_eq!(errno(fs.symlink(ROOT_ID, b"l", b"t")), libc::ENOSPC);
+}
+
 #[test]
 fn quota_holds_against_every_way_to_put_bytes_on_the_host() {
     run_all(&[
@@ -278,6 +305,11 @@ fn quota_holds_against_every_way_to_put_bytes_on_the_host() {
             "O_TMPFILE flags make no anonymous file",
             Q8,
             tmpfile_flags_make_no_anonymous_file,
+        ),
+        Case::new(
+            "empty files and directories are bounded",
+            &["--quota-mib", "1"],
+            empty_entries_are_bounded,
         ),
         Case::new(
             "no new entries once over",

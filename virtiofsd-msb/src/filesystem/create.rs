@@ -265,6 +265,9 @@ impl ConfinedFs {
             }
         }
         let (file, made) = file.ok_or_else(|| errno(libc::ENOENT))?;
+        if made {
+            self.entries_changed(1);
+        }
         // The inode we just opened, not whatever the name points at now.
         let (path_fd, st) = self.path_fd_of(dir.as_fd(), name, file.as_fd())?;
         let entry = if made {

@@ -67,13 +67,23 @@ impl ConfinedFs {
         let new = self.dir(newdir)?;
         // A replaced target loses a link (none when the two are exchanged,
         // or are links of one inode: then nothing changes).
-        let removal = if flags & libc::RENAME_EXCHANGE == 0 {
-            self.removal_of(new.as_fd(), newname)
+        let (removal, replaced) = if flags & libc::RENAME_EXCHANGE == 0 && self.quota.is_some() {
+            // A name is replaced (one fewer) unless the two are links of
+            // one inode (then nothing happens).
+            let ino = |st: libc::stat64| (st.st_dev, st.st_ino);
+            let replaced = match sys::stat_at(new.as_fd(), newname) {
+                Ok(target) => sys::stat_at(old.as_fd(), oldname).map(ino).ok() != Some(ino(target)),
+                Err(_) => false,
+            };
+            (self.removal_of(new.as_fd(), newname), replaced)
         } else {
-            None
+            (None, false)
         };
         sys::rename_at(old.as_fd(), oldname, new.as_fd(), newname, flags)?;
         self.removed(removal);
+        if replaced {
+            self.entries_changed(-1);
+        }
         Ok(())
     }
 }

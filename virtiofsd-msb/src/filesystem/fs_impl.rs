@@ -98,6 +98,7 @@ impl FileSystem for ConfinedFs {
         name: &CStr,
     ) -> io::Result<Entry> {
         self.do_symlink(ctx, linkname, parent, name)
+            .inspect(|_| self.entries_changed(1))
     }
 
     fn mknod(
@@ -110,6 +111,7 @@ impl FileSystem for ConfinedFs {
         _umask: u32,
     ) -> io::Result<Entry> {
         self.do_mknod(ctx, parent, name, mode, rdev)
+            .inspect(|_| self.entries_changed(1))
     }
 
     fn mkdir(
@@ -121,14 +123,17 @@ impl FileSystem for ConfinedFs {
         _umask: u32,
     ) -> io::Result<Entry> {
         self.do_mkdir(ctx, parent, name, mode)
+            .inspect(|_| self.entries_changed(1))
     }
 
     fn unlink(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         self.do_unlink(parent, name, 0)
+            .inspect(|_| self.entries_changed(-1))
     }
 
     fn rmdir(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         self.do_unlink(parent, name, libc::AT_REMOVEDIR)
+            .inspect(|_| self.entries_changed(-1))
     }
 
     fn rename(
@@ -151,6 +156,7 @@ impl FileSystem for ConfinedFs {
         newname: &CStr,
     ) -> io::Result<Entry> {
         self.do_link(inode, newparent, newname)
+            .inspect(|_| self.entries_changed(1))
     }
 
     fn open(

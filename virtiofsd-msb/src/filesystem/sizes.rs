@@ -83,12 +83,23 @@ impl ConfinedFs {
         self.retry_when_full(q, || q.reserve(bytes))
     }
 
-    /// `ENOSPC` when a new entry may not be made (the total is over the
-    /// budget, after orphans no longer held gave their bytes back).
+    /// `ENOSPC` when a new entry may not be made: the total is over the
+    /// budget (after orphans no longer held gave their bytes back), or the
+    /// share holds as many names as the budget allows.
     pub(super) fn check_room(&self) -> io::Result<()> {
         match &self.quota {
-            Some(q) => self.retry_when_full(q, || q.check_room(0)),
+            Some(q) => {
+                q.check_entry_room()?;
+                self.retry_when_full(q, || q.check_room(0))
+            }
             None => Ok(()),
+        }
+    }
+
+    /// Names under the share changed by `delta` (made or removed).
+    pub(super) fn entries_changed(&self, delta: i64) {
+        if let Some(q) = &self.quota {
+            q.entries_changed(delta);
         }
     }
 

@@ -9,7 +9,15 @@
 //! count (apparent bytes, hard links once) without the sizes of directories
 //! themselves, which are filesystem bookkeeping the guest cannot size and
 //! the daemon could not track exactly. Extended attributes (the
-//! stat-virtualization record included) do not count.
+//! stat-virtualization record included) do not count: each is at most
+//! 64 KiB, and the host filesystem bounds them per inode (ext4: one block).
+//!
+//! Metadata is bounded rather than counted: a share under a quota holds at
+//! most one name per [`BYTES_PER_ENTRY`] bytes of budget (directories and
+//! hard links included), so a guest cannot exhaust the host filesystem's
+//! inodes with empty files. Each daemon keeps its own count of names (its
+//! start-up scan, then its own changes); daemons sharing `--quota-file`
+//! each apply the bound to what they see.
 //!
 //! # How it is kept
 //!
@@ -47,7 +55,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::quota_file::SharedCounter;
@@ -58,6 +66,11 @@ pub const STATFS_BLOCK: u64 = 4096;
 
 /// Number of per-inode locks serialising size changes.
 const STRIPES: usize = 64;
+
+/// Budget bytes per directory entry allowed: a guest may not fill the host
+/// filesystem's inodes and directories with empty files. At 1 KiB, an 8 MiB
+/// budget allows 8192 names, a 1 GiB one about a million.
+pub const BYTES_PER_ENTRY: u64 = 1024;
 
 /// `--quota-mib` / `--quota-file` as the filesystem gets them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +101,11 @@ pub struct Quota {
     orphans: Mutex<HashMap<InodeKey, u64>>,
     /// `orphans.len()`, read without the lock.
     orphan_count: AtomicUsize,
+    /// Names under the share as this daemon counts them (its start-up
+    /// scan, then its own creations and removals).
+    entries: AtomicU64,
+    /// Most names allowed (`limit / BYTES_PER_ENTRY`).
+    max_entries: u64,
 }
 
 fn enospc() -> io::Error {
@@ -107,6 +125,8 @@ impl Quota {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             orphans: Mutex::new(HashMap::new()),
             orphan_count: AtomicUsize::new(0),
+            entries: AtomicU64::new(0),
+            max_entries: (limit / BYTES_PER_ENTRY).max(1),
         }
     }
 
@@ -114,16 +134,18 @@ impl Quota {
     /// or opens the shared accounting file, scanning when this daemon is
     /// the only one using it.
     pub fn open(config: &QuotaConfig, root: BorrowedFd<'_>) -> io::Result<Quota> {
+        let tally = quota_scan::tally(root)?;
         let counter = match &config.accounting_file {
-            None => Counter::Memory(Mutex::new(quota_scan::apparent_bytes(root)?)),
+            None => Counter::Memory(Mutex::new(tally.bytes)),
             Some(path) => {
                 let st = crate::filesystem::sys::stat_fd(root)?;
                 Counter::Shared(SharedCounter::open(path, (st.st_dev, st.st_ino), || {
-                    quota_scan::apparent_bytes(root)
+                    Ok(tally.bytes)
                 })?)
             }
         };
         let quota = Quota::with_counter(config.limit_bytes, counter);
+        quota.entries.store(tally.entries, Ordering::Relaxed);
         let used = quota.used()?;
         if used > quota.limit {
             tracing::warn!(
@@ -200,6 +222,31 @@ impl Quota {
         if let Err(e) = result {
             tracing::warn!("quota accounting: cannot record a change of {delta} bytes: {e}");
         }
+    }
+
+    /// `ENOSPC` when no new name may be made: this daemon counts as many
+    /// names under the share as the budget allows (see [`BYTES_PER_ENTRY`];
+    /// requests racing on several queues may pass it by one each).
+    pub fn check_entry_room(&self) -> io::Result<()> {
+        if self.entries.load(Ordering::Relaxed) >= self.max_entries {
+            Err(enospc())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A name was made (`+1`) or removed (`-1`).
+    pub fn entries_changed(&self, delta: i64) {
+        let _ = self
+            .entries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(apply_delta(n, delta))
+            });
+    }
+
+    /// Names counted now, and the most allowed.
+    pub fn entries(&self) -> (u64, u64) {
+        (self.entries.load(Ordering::Relaxed), self.max_entries)
     }
 
     /// Whether other daemons share the total (`--quota-file`).
@@ -413,6 +460,20 @@ mod tests {
         host.f_bavail = 1;
         let tight = quota_statfs(host, 8 << 20, 0);
         assert_eq!(tight.f_bavail, 1, "never more than the host has free");
+    }
+
+    #[test]
+    fn entries_are_bounded_by_the_budget() {
+        let q = Quota::in_memory(4 * BYTES_PER_ENTRY, 0);
+        for _ in 0..4 {
+            q.check_entry_room().unwrap();
+            q.entries_changed(1);
+        }
+        assert_eq!(errno(q.check_entry_room()), Some(libc::ENOSPC));
+        q.entries_changed(-1);
+        q.check_entry_room().unwrap();
+        q.entries_changed(-10);
+        assert_eq!(q.entries(), (0, 4));
     }
 
     #[test]

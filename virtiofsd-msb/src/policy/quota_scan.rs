@@ -73,15 +73,31 @@ impl Drop for Dir {
     }
 }
 
+/// What a walk of a tree counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Apparent bytes of every non-directory inode, each inode once.
+    pub bytes: u64,
+    /// Names (directory entries other than `.` and `..`), hard links and
+    /// directories included.
+    pub entries: u64,
+}
+
 /// Apparent bytes of every non-directory inode under `root` (an fd of the
 /// directory; `O_PATH` is fine), each inode counted once. Entries that
 /// vanish during the walk are skipped; directories the daemon cannot read
 /// are skipped with a warning.
 pub fn apparent_bytes(root: BorrowedFd<'_>) -> io::Result<u64> {
+    tally(root).map(|t| t.bytes)
+}
+
+/// Bytes as [`apparent_bytes`] counts them, and names, in one walk.
+pub fn tally(root: BorrowedFd<'_>) -> io::Result<Tally> {
     let top = confinement::open_dir_again(root, libc::O_RDONLY)?;
     let mut stack = vec![Dir::from_fd(top)?];
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut total: u64 = 0;
+    let mut entries: u64 = 0;
     while let Some(dir) = stack.last_mut() {
         let Some(name) = dir.next_name()? else {
             stack.pop();
@@ -92,6 +108,7 @@ pub fn apparent_bytes(root: BorrowedFd<'_>) -> io::Result<u64> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e),
         };
+        entries += 1;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
             match confinement::open_beneath(dir.fd(), &name, flags, 0) {
@@ -111,7 +128,10 @@ pub fn apparent_bytes(root: BorrowedFd<'_>) -> io::Result<u64> {
         }
         total = total.saturating_add(u64::try_from(st.st_size).unwrap_or(0));
     }
-    Ok(total)
+    Ok(Tally {
+        bytes: total,
+        entries,
+    })
 }
 
 #[cfg(test)]
@@ -146,6 +166,8 @@ mod tests {
             1000 + 234 + "../outside".len() as u64 + outer.path().as_os_str().len() as u64 + 5000;
         let fd = open_dir(&root);
         assert_eq!(apparent_bytes(fd.as_fd()).unwrap(), expected);
+        // a, a/b, a/b/c, f1, f2, f1-again, out, up, sparse.
+        assert_eq!(tally(fd.as_fd()).unwrap().entries, 9);
     }
 
     #[test]
