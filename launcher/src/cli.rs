@@ -94,7 +94,8 @@ Examples:
   msb run --mount type=volume,src=pg,dst=/var/lib/pg,mode=ensure-exists,kind=disk,size=1024 -- ls /var/lib/pg
   msb run --tmpfs /tmp:size=64M,noexec -- sh -c 'df -h /tmp'
   msb run --disk ./data.qcow2:/data -- cat /data/notes
-  msb run --mount type=bind,src=/srv/cache,dst=/cache -e HOME=/cache -- make
+  msb run -v ./config.toml:/etc/app/config.toml:ro -- cat /etc/app/config.toml
+  msb run --mount type=bind,src=./cache,dst=/cache -e HOME=/cache -- sh -c 'ls $HOME'
   msb run --image 127.0.0.1:5000/py:3 -- python3 -c 'print(6*7)'
   msb run --image 127.0.0.1:5000/app:1          # the image's Entrypoint + Cmd
 

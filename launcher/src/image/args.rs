@@ -8,10 +8,10 @@ use clap::{Args, Subcommand};
 const IMAGE_AFTER_HELP: &str = "\
 Images live under $MSB_HOME/images (default ~/.microsandbox/images), an OCI
 image layout: blobs verified by digest, each layer unpacked once and shared,
-and one root per image built from hard links to the layers.
+and one root per image built from hard links to the layers. A name without a
+registry is Docker Hub's: alpine is docker.io/library/alpine:latest.
 
 Examples:
-  msb pull alpine                           # docker.io/library/alpine:latest
   msb pull 127.0.0.1:5000/team/app:1        # plain HTTP: a loopback registry
   msb load ./app.tar --name team/app        # docker-archive / oci-archive / OCI dir
   msb image ls --json

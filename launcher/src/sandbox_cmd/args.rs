@@ -41,7 +41,7 @@ const EXEC_AFTER_HELP: &str = "\
 Examples:
   msb exec dev -- uname -a
   echo hi | msb exec -i dev -- cat
-  msb exec -t dev -- sh
+  msb exec -it dev -- sh
   msb exec -e FOO=bar -w /tmp -u 1000:1000 --timeout 10 dev -- sh -c 'id; echo $FOO'
 
 Exit status: the command's own; 128+N when a signal N killed it; 124 --timeout;
@@ -102,9 +102,7 @@ pub struct ShellArgs {
 
 /// `msb cp`.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Examples:\n  msb cp ./config.toml dev:/etc/app/\n  msb cp dev:/var/log ./logs"
-)]
+#[command(after_help = "Examples:\n  msb cp ./config.toml dev:/etc/\n  msb cp dev:/var/log ./logs")]
 pub struct CpArgs {
     /// Source: a host path, or `NAME:GUEST_PATH`.
     pub src: String,

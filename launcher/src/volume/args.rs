@@ -14,6 +14,7 @@ Examples:
   msb volume create cache --quota 1024 --label team=ci
   msb volume create pgdata --kind disk --size 2048
   msb volume fs cache write seed.txt 'hello'
+  msb volume fs cache mkdir notes
   echo hi | msb volume fs cache write notes/hi.txt
   msb volume ls --label team=ci
   msb volume inspect cache --json
