@@ -319,3 +319,63 @@ fn server_runs_filtered_with_only_the_capabilities_its_policies_need() {
         assert!(fs.list(ROOT_ID).is_ok());
     }
 }
+
+#[test]
+fn without_a_sandbox_the_filtered_server_still_cleans_up() {
+    // vhost-user: the server removes its own socket (statx + unlink are on
+    // its allow-list for that).
+    let mut d = Daemon::start(&["--sandbox", "none"]).expect("daemon");
+    assert_eq!(status_field(d.server_pid().unwrap(), "Seccomp"), "2");
+    d.signal(libc::SIGTERM).unwrap();
+    let status = d.wait_exit(Duration::from_secs(10)).unwrap().expect("exit");
+    assert!(status.success(), "{status}: {}", d.log_tail(2000));
+    assert!(!d.socket().exists(), "socket left behind");
+}
+
+/// Whether `dir` is a mount point (per /proc/self/mountinfo).
+fn mounted(dir: &Path) -> bool {
+    let want = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+#[test]
+fn fuse_mount_without_a_sandbox_is_unmounted_by_its_monitor() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: no FUSE mount; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tmp.path().join("share");
+    let mnt = fs::canonicalize(tmp.path()).unwrap().join("mnt");
+    fs::create_dir(&share).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    fs::write(share.join("f"), b"hi").unwrap();
+    let mut child = Command::new(daemon_binary().unwrap())
+        .arg("--shared-dir")
+        .arg(&share)
+        .arg("--fuse-mount")
+        .arg(&mnt)
+        .args(["--sandbox", "none"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !mounted(&mnt) {
+        assert!(Instant::now() < deadline, "never mounted");
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fs::read(mnt.join("f")).unwrap(), b"hi");
+    // The filtered server may not unmount: its monitor does.
+    assert_eq!(chain(child.id()).len(), 2);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!mounted(&mnt), "left mounted");
+}

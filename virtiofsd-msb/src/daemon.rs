@@ -25,6 +25,7 @@ use crate::cli::{
 };
 use crate::filesystem::{ConfinedFs, FsConfig};
 use crate::sandbox::SandboxMode;
+use crate::seccomp::SeccompMode;
 use crate::transport::fusedev::{FuseError, FuseMount, DEFAULT_FUSE_THREADS};
 use crate::transport::vhost_user::{self, VhostUserError, VhostUserOptions};
 use crate::walls;
@@ -177,7 +178,7 @@ pub fn run(cli: &Cli) -> Result<(), DaemonError> {
             let here = (config.sandbox == SandboxMode::None).then(|| socket.clone());
             let result = build_fs(fs_config).and_then(|fs| {
                 let s = socket.clone();
-                let fs = walls::enter(&config, fs, move || s.remove())?;
+                let fs = walls::enter(&config, fs, false, move || s.remove())?;
                 let s = here.clone();
                 spawn_signal_thread(signals, move || {
                     if let Some(s) = s {
@@ -194,7 +195,7 @@ pub fn run(cli: &Cli) -> Result<(), DaemonError> {
         }
         Mode::Fd(fd) => {
             let listener = listener_from_fd(*fd)?;
-            let fs = walls::enter(&config, build_fs(fs_config)?, || {})?;
+            let fs = walls::enter(&config, build_fs(fs_config)?, false, || {})?;
             spawn_signal_thread(signals, || std::process::exit(0))?;
             serve_vhost_user(&config, fs, listener)
         }
@@ -234,8 +235,14 @@ fn run_fuse(
     let fs = build_fs(fs_config)?;
     let mut mount = FuseMount::mount(dir, &fsname, readonly)?;
     let mountpoint = dir.to_path_buf();
-    let fs = walls::enter(config, fs, move || walls::unmount_host(&mountpoint))?;
-    if config.sandbox != SandboxMode::None {
+    // Unmounting is the monitor's job whenever there is one: inside the
+    // sandbox the mount is out of reach, and the system call filter
+    // forbids umount2 anyway.
+    let monitor = config.seccomp != SeccompMode::None;
+    let fs = walls::enter(config, fs, monitor, move || {
+        walls::unmount_host(&mountpoint)
+    })?;
+    if monitor || config.sandbox != SandboxMode::None {
         mount.leave_mounted();
     }
     let stopper = mount.stopper();

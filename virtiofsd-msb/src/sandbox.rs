@@ -104,9 +104,15 @@ const FORWARDED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 ///
 /// Must be called while the process has a single thread (checked), with
 /// SIGTERM/SIGINT/SIGHUP blocked (the server's signal thread waits for them).
-/// With [`SandboxMode::None`] this does nothing.
-pub fn fork_server(mode: SandboxMode, cleanup: impl FnOnce()) -> Result<(), SandboxError> {
-    if mode == SandboxMode::None {
+/// With [`SandboxMode::None`] this does nothing, unless `monitor` asks for
+/// a monitor anyway (a server whose system call filter forbids its own
+/// host-side cleanup, such as unmounting a `--fuse-mount`).
+pub fn fork_server(
+    mode: SandboxMode,
+    monitor: bool,
+    cleanup: impl FnOnce(),
+) -> Result<(), SandboxError> {
+    if mode == SandboxMode::None && !monitor {
         return Ok(());
     }
     let threads = std::fs::read_dir("/proc/self/task")
@@ -392,7 +398,7 @@ mod tests {
 
     #[test]
     fn none_does_nothing() {
-        fork_server(SandboxMode::None, || panic!("no monitor")).unwrap();
+        fork_server(SandboxMode::None, false, || panic!("no monitor")).unwrap();
         assert!(confine(SandboxMode::None, Path::new("/"), false)
             .unwrap()
             .is_none());

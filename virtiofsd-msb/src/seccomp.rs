@@ -76,6 +76,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_pwritev,
     libc::SYS_lseek,
     libc::SYS_newfstatat,
+    // std's metadata: `--sandbox none` removes its socket file on the way
+    // out (the sandboxed server leaves that to the monitor).
+    libc::SYS_statx,
     libc::SYS_fstatfs,
     libc::SYS_getdents64,
     libc::SYS_mkdirat,
@@ -150,9 +153,9 @@ const SYS_SETXATTRAT: libc::c_long = 463;
 const SYS_GETXATTRAT: libc::c_long = 464;
 
 /// x86_64-only spellings the C library still uses (`renameat2` without
-/// flags becomes `renameat`).
+/// flags becomes `renameat`; `unlink(2)` of the socket file, as `statx`).
 #[cfg(target_arch = "x86_64")]
-const ALLOWED_ARCH: &[libc::c_long] = &[libc::SYS_renameat];
+const ALLOWED_ARCH: &[libc::c_long] = &[libc::SYS_renameat, libc::SYS_unlink];
 #[cfg(not(target_arch = "x86_64"))]
 const ALLOWED_ARCH: &[libc::c_long] = &[];
 

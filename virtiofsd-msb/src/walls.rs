@@ -32,18 +32,25 @@ use crate::daemon::DaemonError;
 use crate::filesystem::ConfinedFs;
 use crate::{sandbox, seccomp};
 
-/// Raises the walls around `fs`. With a sandbox the calling process forks:
-/// it becomes the monitor (which runs `cleanup` on the host once the server
-/// has exited, then exits with its status) and this returns in the server
-/// only, confined to the shared directory.
+/// Raises the walls around `fs`. With a sandbox (or `monitor` set) the
+/// calling process forks: it becomes the monitor (which runs `cleanup` on
+/// the host once the server has exited, then exits with its status) and
+/// this returns in the server only, confined to the shared directory.
 pub fn enter(
     config: &Config,
     mut fs: ConfinedFs,
+    monitor: bool,
     cleanup: impl FnOnce(),
 ) -> Result<Arc<ConfinedFs>, DaemonError> {
-    sandbox::fork_server(config.sandbox, cleanup)?;
+    sandbox::fork_server(config.sandbox, monitor, cleanup)?;
     let shared_dir = fs.config().shared_dir.clone();
     if let Some(proc_fd) = sandbox::confine(config.sandbox, &shared_dir, config.readonly)? {
+        fs.use_proc_fd(proc_fd);
+    } else if monitor {
+        // Forked without a sandbox: the handle opened before the fork is
+        // the monitor's /proc/self/fd (whose fds it closed), not ours.
+        let proc_fd = crate::confinement::ProcSelfFd::open()
+            .map_err(|e| DaemonError::Privileges(format!("opening /proc/self/fd: {e}")))?;
         fs.use_proc_fd(proc_fd);
     }
     let keep = needed_caps(&fs);
