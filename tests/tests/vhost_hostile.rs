@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fuse_backend_rs::abi::fuse_abi::{Opcode, ReadIn};
-use hostile_util::{chown, errno, getxattr, run_all, setattr, setxattr, Case};
+use hostile_util::{all, chown, errno, getxattr, run_suite, setattr, setxattr, Case};
 use msb_tests::daemon_proc::Daemon;
 use msb_tests::vhost_driver::{FsDriver, FuseClient, ROOT_ID};
 use vm_memory::ByteValued;
@@ -422,123 +422,123 @@ fn bad_names_everywhere(_d: &Daemon, fs: &FsDriver) {
     }
 }
 
-#[test]
-fn open_flags_only_sensible_ones_reach_the_host() {
-    run_all(&[
-        Case::new("O_PATH is stripped", &[], o_path_is_stripped).prepared(file_with),
-        Case::new("access mode 3 is EINVAL", &[], access_mode_3_is_einval).prepared(file_with),
-        Case::new(
-            "exec, async and unknown bits are ignored",
-            &[],
-            exec_async_and_unknown_bits_are_ignored,
-        )
-        .prepared(file_with),
-        Case::new("OPENDIR for writing fails", &[], opendir_for_writing_fails),
-        Case::new(
-            "read-only share refuses every write flag",
-            &["--readonly"],
-            readonly_share_refuses_every_write_flag,
-        )
-        .prepared(file_with),
-    ]);
-}
+/// Open flags: only sensible ones reach the host.
+const OPEN_FLAGS: [Case; 5] = [
+    Case::new("O_PATH is stripped", &[], o_path_is_stripped).prepared(file_with),
+    Case::new("access mode 3 is EINVAL", &[], access_mode_3_is_einval).prepared(file_with),
+    Case::new(
+        "exec, async and unknown bits are ignored",
+        &[],
+        exec_async_and_unknown_bits_are_ignored,
+    )
+    .prepared(file_with),
+    Case::new("OPENDIR for writing fails", &[], opendir_for_writing_fails),
+    Case::new(
+        "read-only share refuses every write flag",
+        &["--readonly"],
+        readonly_share_refuses_every_write_flag,
+    )
+    .prepared(file_with),
+];
+
+/// FIFOs, sockets and devices never hold a queue thread.
+const NO_BLOCKING: [Case; 3] = [
+    Case::new(
+        "FIFO opened and read without a writer",
+        &[],
+        fifo_read_open_and_read_never_block,
+    )
+    .prepared(specials),
+    Case::new(
+        "FIFO opened for writing without a reader",
+        &[],
+        fifo_write_open_without_reader_is_enxio,
+    )
+    .prepared(specials),
+    Case::new(
+        "socket and device files",
+        &[],
+        socket_and_device_files_are_never_opened,
+    )
+    .prepared(specials),
+];
+
+/// Guest sizes and lookups do not become daemon memory.
+const GUEST_SIZES: [Case; 4] = [
+    Case::new(
+        "4 GiB getxattr/listxattr/read/readdir sizes",
+        &["--xattr"],
+        huge_sizes_stay_small,
+    )
+    .prepared(file_with),
+    Case::new(
+        "20000 lookups never forgotten",
+        &[],
+        lookups_without_forgets_do_not_grow_the_daemon,
+    )
+    .prepared(file_with),
+    Case::new(
+        "lookups past the inode table's bound",
+        &["--max-inode-fds", "16"],
+        the_inode_table_is_bounded,
+    )
+    .prepared(many_files),
+    Case::new(
+        "BATCH_FORGET with a lying count",
+        &[],
+        batch_forget_with_a_lying_count,
+    ),
+];
+
+/// Forged records and symlink owners grant nothing.
+const FORGED: [Case; 8] = [
+    Case::new(
+        "forged setuid-root record",
+        &[],
+        forged_setuid_record_grants_nothing,
+    )
+    .prepared(forged_records),
+    Case::new(
+        "forged device record",
+        &[],
+        forged_device_record_is_a_plain_file,
+    )
+    .prepared(forged_records),
+    Case::new(
+        "guest chmod u+s on a foreign file",
+        &[],
+        guest_chmod_setuid_on_a_foreign_file_shows_none,
+    )
+    .prepared(forged_records),
+    Case::new(
+        "the record xattr is out of the guest's reach",
+        &["--xattr"],
+        the_record_xattr_is_out_of_reach,
+    )
+    .prepared(forged_records),
+    Case::new(
+        "symlink chown to another owner",
+        &[],
+        symlink_chown_to_another_owner_is_eperm,
+    ),
+    Case::new(
+        "guest symlinks belong to the daemon",
+        &[],
+        guest_symlinks_belong_to_the_daemon,
+    ),
+    Case::new(
+        "host symlinks are never followed",
+        &[],
+        host_symlinks_are_never_followed,
+    )
+    .prepared(outward_symlink),
+    Case::new("bad names at every entry point", &[], bad_names_everywhere),
+];
 
 #[test]
-fn fifos_sockets_and_devices_never_hold_a_queue_thread() {
-    run_all(&[
-        Case::new(
-            "FIFO opened and read without a writer",
-            &[],
-            fifo_read_open_and_read_never_block,
-        )
-        .prepared(specials),
-        Case::new(
-            "FIFO opened for writing without a reader",
-            &[],
-            fifo_write_open_without_reader_is_enxio,
-        )
-        .prepared(specials),
-        Case::new(
-            "socket and device files",
-            &[],
-            socket_and_device_files_are_never_opened,
-        )
-        .prepared(specials),
-    ]);
-}
-
-#[test]
-fn guest_sizes_and_lookups_do_not_become_daemon_memory() {
-    run_all(&[
-        Case::new(
-            "4 GiB getxattr/listxattr/read/readdir sizes",
-            &["--xattr"],
-            huge_sizes_stay_small,
-        )
-        .prepared(file_with),
-        Case::new(
-            "20000 lookups never forgotten",
-            &[],
-            lookups_without_forgets_do_not_grow_the_daemon,
-        )
-        .prepared(file_with),
-        Case::new(
-            "lookups past the inode table's bound",
-            &["--max-inode-fds", "16"],
-            the_inode_table_is_bounded,
-        )
-        .prepared(many_files),
-        Case::new(
-            "BATCH_FORGET with a lying count",
-            &[],
-            batch_forget_with_a_lying_count,
-        ),
-    ]);
-}
-
-#[test]
-fn forged_records_and_symlink_owners_grant_nothing() {
-    run_all(&[
-        Case::new(
-            "forged setuid-root record",
-            &[],
-            forged_setuid_record_grants_nothing,
-        )
-        .prepared(forged_records),
-        Case::new(
-            "forged device record",
-            &[],
-            forged_device_record_is_a_plain_file,
-        )
-        .prepared(forged_records),
-        Case::new(
-            "guest chmod u+s on a foreign file",
-            &[],
-            guest_chmod_setuid_on_a_foreign_file_shows_none,
-        )
-        .prepared(forged_records),
-        Case::new(
-            "the record xattr is out of the guest's reach",
-            &["--xattr"],
-            the_record_xattr_is_out_of_reach,
-        )
-        .prepared(forged_records),
-        Case::new(
-            "symlink chown to another owner",
-            &[],
-            symlink_chown_to_another_owner_is_eperm,
-        ),
-        Case::new(
-            "guest symlinks belong to the daemon",
-            &[],
-            guest_symlinks_belong_to_the_daemon,
-        ),
-        Case::new(
-            "host symlinks are never followed",
-            &[],
-            host_symlinks_are_never_followed,
-        )
-        .prepared(outward_symlink),
-        Case::new("bad names at every entry point", &[], bad_names_everywhere),
-    ]);
+fn hostile_requests_each_on_a_fresh_daemon_with_the_sandbox_on_and_off() {
+    run_suite(
+        file!(),
+        &all(&[&OPEN_FLAGS, &NO_BLOCKING, &GUEST_SIZES, &FORGED]),
+    );
 }

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fuse_backend_rs::abi::fuse_abi::Opcode;
 use hostile_util::{
-    copy_range, errno, fallocate, host_bytes, link, run_all, truncate, unlinked_open_bytes, Case,
+    all, copy_range, errno, fallocate, host_bytes, link, run_suite, truncate, unlinked_open_bytes,
+    Case,
 };
 use msb_tests::daemon_proc::Daemon;
 use msb_tests::vhost_driver::{FsDriver, FuseClient, QueueClient, ROOT_ID};
@@ -269,56 +270,54 @@ fn empty_entries_are_bounded(d: &Daemon, fs: &FsDriver) {
     assert_eq!(errno(fs.symlink(ROOT_ID, b"l", b"t")), libc::ENOSPC);
 }
 
-#[test]
-fn quota_holds_against_every_way_to_put_bytes_on_the_host() {
-    run_all(&[
-        Case::new(
-            "unlinked-but-open file written past the quota",
-            Q8,
-            unlinked_open_file,
-        ),
-        Case::new(
-            "rename over an open file, then more writes",
-            Q8,
-            rename_over_open_file,
-        ),
-        Case::new(
-            "fallocate past the budget, KEEP_SIZE, punch",
-            Q8,
-            fallocate_past_the_budget,
-        ),
-        Case::new(
-            "truncate up past the budget",
-            Q8,
-            truncate_up_past_the_budget,
-        ),
-        Case::new("copy_file_range doubling", Q8, copy_file_range_doubling),
-        Case::new("hard links count once", Q8, hard_links_count_once),
-        Case::new("sparse and append writes", Q8, sparse_and_append_writes),
-        Case::new(
-            "writes racing on four queues",
-            Q8,
-            writes_racing_on_four_queues,
-        )
-        .queues(4),
-        Case::new(
-            "O_TMPFILE flags make no anonymous file",
-            Q8,
-            tmpfile_flags_make_no_anonymous_file,
-        ),
-        Case::new(
-            "empty files and directories are bounded",
-            &["--quota-mib", "1"],
-            empty_entries_are_bounded,
-        ),
-        Case::new(
-            "no new entries once over",
-            Q8,
-            no_new_entries_over_the_budget,
-        )
-        .prepared(over_budget_share),
-    ]);
-}
+/// Every way to put bytes on the host.
+const BYTES: [Case; 11] = [
+    Case::new(
+        "unlinked-but-open file written past the quota",
+        Q8,
+        unlinked_open_file,
+    ),
+    Case::new(
+        "rename over an open file, then more writes",
+        Q8,
+        rename_over_open_file,
+    ),
+    Case::new(
+        "fallocate past the budget, KEEP_SIZE, punch",
+        Q8,
+        fallocate_past_the_budget,
+    ),
+    Case::new(
+        "truncate up past the budget",
+        Q8,
+        truncate_up_past_the_budget,
+    ),
+    Case::new("copy_file_range doubling", Q8, copy_file_range_doubling),
+    Case::new("hard links count once", Q8, hard_links_count_once),
+    Case::new("sparse and append writes", Q8, sparse_and_append_writes),
+    Case::new(
+        "writes racing on four queues",
+        Q8,
+        writes_racing_on_four_queues,
+    )
+    .queues(4),
+    Case::new(
+        "O_TMPFILE flags make no anonymous file",
+        Q8,
+        tmpfile_flags_make_no_anonymous_file,
+    ),
+    Case::new(
+        "empty files and directories are bounded",
+        &["--quota-mib", "1"],
+        empty_entries_are_bounded,
+    ),
+    Case::new(
+        "no new entries once over",
+        Q8,
+        no_new_entries_over_the_budget,
+    )
+    .prepared(over_budget_share),
+];
 
 /// Four queues: each makes, writes, links, renames (replacing its last
 /// file), unlinks and forgets its own files, looks up another queue's
@@ -377,12 +376,15 @@ fn stress(d: &Daemon, fs: &FsDriver) {
     assert_eq!(unlinked_open_bytes(d), 0);
 }
 
+/// Many requests at once.
+const STRESS: [Case; 1] = [Case::new(
+    "stress: lookup/forget/reclaim/link/rename/unlink on 4 queues",
+    &["--quota-mib", "64", "--max-inode-fds", "16"],
+    stress,
+)
+.queues(4)];
+
 #[test]
-fn four_queues_of_lookup_forget_link_rename_unlink_neither_deadlock_nor_miscount() {
-    run_all(&[Case::new(
-        "stress: lookup/forget/reclaim/link/rename/unlink on 4 queues",
-        &["--quota-mib", "64", "--max-inode-fds", "16"],
-        stress,
-    )
-    .queues(4)]);
+fn quota_holds_each_case_on_a_fresh_daemon_with_the_sandbox_on_and_off() {
+    run_suite(file!(), &all(&[&BYTES, &STRESS]));
 }

@@ -1,16 +1,21 @@
 //! Malformed FUSE requests through real virtqueues: truncated headers,
 //! length fields that lie, unknown opcodes, bodies too short for their
-//! opcode, names without NUL, hostile descriptor chains. Each gets an errno
-//! reply (or for FORGET-like requests no reply), the chain always comes
+//! opcode, names without NUL, hostile descriptor chains. Each runs on a
+//! fresh daemon with the sandbox on and off (see `hostile_util`) and gets
+//! an errno reply (or for FORGET-like requests no reply), the chain comes
 //! back, a normal request right after still works, and the daemon lives.
 
-use std::fs;
+mod hostile_util;
+
+use std::io;
+use std::path::Path;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{Opcode, ReadIn, WriteIn};
+use hostile_util::{all, run_suite, Hostile, Setup};
 use msb_tests::daemon_proc::Daemon;
 use msb_tests::vhost_driver::{
-    parse_reply, Completion, DriverConfig, FsDriver, FuseClient, Segment, IN_HEADER_LEN, ROOT_ID,
+    parse_reply, Completion, FsDriver, FuseClient, Segment, IN_HEADER_LEN, ROOT_ID,
 };
 use vm_memory::ByteValued;
 
@@ -32,7 +37,7 @@ enum Expect {
     Returned,
 }
 
-struct Case {
+struct Chain {
     name: String,
     chain: Vec<Segment>,
     /// The request's unique if its header is intact.
@@ -41,15 +46,19 @@ struct Case {
     expect: Expect,
 }
 
+/// Encodes a request header (with a fresh unique) plus body: the driver's
+/// own encoder when a daemon runs, a stand-in when only names are wanted.
+type Encode<'a> = &'a dyn Fn(u32, u64, &[u8]) -> (u64, Vec<u8>);
+
 /// Header with `len` set to `len` (or the true length) followed by `body`.
 fn request(
-    fs: &FsDriver,
+    fs: Encode<'_>,
     opcode: u32,
     nodeid: u64,
     body: &[u8],
     len: Option<u32>,
 ) -> (u64, Vec<u8>) {
-    let (unique, mut bytes) = fs.encode(opcode, nodeid, body);
+    let (unique, mut bytes) = fs(opcode, nodeid, body);
     if let Some(len) = len {
         bytes[0..4].copy_from_slice(&len.to_le_bytes());
     }
@@ -57,16 +66,16 @@ fn request(
 }
 
 fn case(
-    fs: &FsDriver,
+    fs: Encode<'_>,
     name: &str,
     opcode: u32,
     nodeid: u64,
     body: &[u8],
     len: Option<u32>,
     expect: Expect,
-) -> Case {
+) -> Chain {
     let (unique, bytes) = request(fs, opcode, nodeid, body, len);
-    Case {
+    Chain {
         name: name.to_string(),
         chain: vec![Segment::Readable(bytes), Segment::Writable(4096)],
         unique: Some(unique),
@@ -75,7 +84,7 @@ fn case(
     }
 }
 
-fn judge(c: &Case, done: &Completion) -> Result<String, String> {
+fn judge(c: &Chain, done: &Completion) -> Result<String, String> {
     let reply = || parse_reply(done, c.unique, c.reply_len).map_err(|e| e.to_string());
     let summary =
         |r: &msb_tests::vhost_driver::Reply| format!("error {} body {}B", r.error, r.body.len());
@@ -125,31 +134,14 @@ fn judge(c: &Case, done: &Completion) -> Result<String, String> {
     }
 }
 
-/// Every case runs against a daemon with the process sandbox on (the
-/// default) and off, so a wall never hides a bug under it.
-const MODES: [&[&str]; 2] = [&[], &["--sandbox", "none", "--seccomp", "none"]];
-
-fn start(request_queues: usize, mode: &[&str]) -> (Daemon, FsDriver) {
-    let d = Daemon::start(mode).unwrap_or_else(|e| panic!("cannot start virtiofsd-msb: {e}"));
-    fs::write(d.shared_dir().join("file"), b"0123456789").unwrap();
-    // Small requests: a chain not back within seconds has been dropped.
-    let config = DriverConfig {
-        request_queues,
-        timeout: Duration::from_secs(5),
-        ..DriverConfig::default()
-    };
-    let fs = d.connect_with(config).unwrap_or_else(|e| panic!("{e}"));
-    (d, fs)
-}
-
 fn op(o: Opcode) -> u32 {
     o as u32
 }
 
 /// Collects cases encoded for one driver.
 struct Cases<'a> {
-    fs: &'a FsDriver,
-    out: Vec<Case>,
+    fs: Encode<'a>,
+    out: Vec<Chain>,
 }
 
 impl Cases<'_> {
@@ -174,7 +166,7 @@ impl Cases<'_> {
                 _ => 0,
             })
             .sum();
-        self.out.push(Case {
+        self.out.push(Chain {
             name: name.into(),
             chain,
             unique,
@@ -188,9 +180,9 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
 
-/// Every malformed case, encoded for `fs` with `file` (a 10-byte file) open
-/// as `fh`.
-fn build_cases(fs: &FsDriver, file: u64, fh: u64) -> Vec<Case> {
+/// Every malformed request, encoded by `fs` with `file` (a 10-byte file)
+/// open as `fh`.
+fn build_chains(fs: Encode<'_>, file: u64, fh: u64) -> Vec<Chain> {
     use Expect::*;
     use Opcode as O;
     let o = |x: Opcode| x as u32;
@@ -473,88 +465,117 @@ fn build_cases(fs: &FsDriver, file: u64, fh: u64) -> Vec<Case> {
     c.out
 }
 
-/// A daemon with a connected driver and `file` open.
-struct Rig {
-    d: Daemon,
-    fs: FsDriver,
-    file: u64,
-    fh: u64,
+/// The share every case starts with: `file`, 10 bytes.
+fn ten_byte_file(root: &Path) -> io::Result<()> {
+    std::fs::write(root.join("share/file"), b"0123456789")
 }
 
-fn rig(mode: &[&str]) -> Rig {
-    let (d, fs) = start(1, mode);
-    let file = fs.lookup(ROOT_ID, b"file").unwrap().nodeid;
-    let fh = fs.open(file, libc::O_RDWR).unwrap().fh;
-    Rig { d, fs, file, fh }
+/// Small requests: a chain not back within seconds has been dropped.
+const CHAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A stand-in encoder for listing the cases: right lengths, no daemon.
+fn no_daemon(_: u32, _: u64, body: &[u8]) -> (u64, Vec<u8>) {
+    (0, vec![0; IN_HEADER_LEN + body.len()])
 }
 
-#[test]
-fn malformed_requests_get_errno_replies_and_the_daemon_keeps_serving() {
-    for mode in MODES {
-        malformed_requests_against(mode);
+/// The `index`th request of [`build_chains`], sent on request queue 1 of a
+/// fresh daemon with `file` open read-write; its reply is judged, then
+/// `file` must still hold its 10 bytes.
+struct Malformed {
+    index: usize,
+    name: String,
+}
+
+/// Every malformed request as a case of its own.
+fn malformed_cases() -> Vec<Malformed> {
+    build_chains(&no_daemon, 0, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(index, c)| Malformed {
+            index,
+            name: c.name,
+        })
+        .collect()
+}
+
+impl Hostile for Malformed {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn setup(&self) -> Setup {
+        Setup {
+            args: &[],
+            prepare: Some(ten_byte_file),
+            queues: 1,
+            timeout: CHAIN_TIMEOUT,
+        }
+    }
+
+    fn run(&self, _d: &Daemon, fs: &FsDriver) {
+        let file = fs.lookup(ROOT_ID, b"file").unwrap().nodeid;
+        let fh = fs.open(file, libc::O_RDWR).unwrap().fh;
+        let encode = |op, node, body: &[u8]| fs.encode(op, node, body);
+        let c = build_chains(&encode, file, fh).swap_remove(self.index);
+        assert_eq!(c.name, self.name, "cases listed in another order");
+        let done = fs
+            .send_chains(1, std::slice::from_ref(&c.chain))
+            .unwrap_or_else(|e| panic!("chain not returned: {e}"));
+        match judge(&c, &done[0]) {
+            Ok(what) => eprintln!("     {:<55} {what}", c.name),
+            Err(why) => panic!("{why}"),
+        }
+        // A lying WRITE must not have changed the file.
+        let data = fs.read(file, fh, 0, 100).expect("read after the case");
+        assert_eq!(data, b"0123456789", "the file changed");
     }
 }
 
-fn malformed_requests_against(mode: &[&str]) {
-    eprintln!("daemon flags {mode:?}");
-    let mut r = rig(mode);
-    let total = build_cases(&r.fs, r.file, r.fh).len();
-    let mut failures = Vec::new();
-    let mut restarts = 0;
-    let mut i = 0;
-    while i < total {
-        // Re-encode for the current daemon (nodeids and handles may differ
-        // after a restart).
-        let c = build_cases(&r.fs, r.file, r.fh).swap_remove(i);
-        i += 1;
-        let outcome = match r.fs.send_chains(1, std::slice::from_ref(&c.chain)) {
-            Ok(done) => judge(&c, &done[0]),
-            Err(e) => Err(format!("chain not returned: {e}")),
+/// Builds a hostile chain from the end of guest memory and a GETATTR.
+type Build = fn(u64, &[u8]) -> Vec<Segment>;
+
+/// A hostile descriptor chain sent on request queue 2: the daemon may drop
+/// such a chain (that queue is then unusable), but must stay alive and
+/// keep serving queue 1 (GETATTR there, then a LOOKUP).
+struct Descriptors {
+    name: &'static str,
+    build: Build,
+}
+
+impl Hostile for Descriptors {
+    fn name(&self) -> String {
+        self.name.to_string()
+    }
+
+    fn setup(&self) -> Setup {
+        Setup {
+            args: &[],
+            prepare: Some(ten_byte_file),
+            queues: 2,
+            timeout: CHAIN_TIMEOUT,
+        }
+    }
+
+    fn run(&self, _d: &Daemon, fs: &FsDriver) {
+        let end = fs.memory().base().0 + fs.memory().len();
+        let encode = |op, node, body: &[u8]| fs.encode(op, node, body);
+        let (_, req) = request(&encode, op(Opcode::Getattr), ROOT_ID, &[0; 16], None);
+        let outcome = match fs.send_chains(2, &[(self.build)(end, &req)]) {
+            Ok(done) => format!("returned, {} bytes written", done[0].used_len),
+            Err(e) => format!("not returned ({e})"),
         };
-        match &outcome {
-            Ok(what) => eprintln!("ok   {:<55} {what}", c.name),
-            Err(why) => {
-                eprintln!("FAIL {:<55} {why}", c.name);
-                failures.push(format!("{}: {why}", c.name));
-            }
-        }
-        if !r.d.is_alive() {
-            failures.push(format!(
-                "daemon died after {:?}; log:\n{}",
-                c.name,
-                r.d.log_tail(3000)
-            ));
-        } else if let Err(e) = r.fs.getattr(ROOT_ID) {
-            failures.push(format!("normal GETATTR after {:?}: {e}", c.name));
-        } else {
-            continue;
-        }
-        // The queue or the daemon is gone: go on with a fresh one so one
-        // bug does not hide the others.
-        restarts += 1;
-        r = rig(mode);
+        eprintln!("     {:<55} {outcome}", self.name);
+        fs.getattr(ROOT_ID).expect("queue 1 after the chain");
+        fs.lookup(ROOT_ID, b"file").expect("lookup after the chain");
     }
-    // (The content is only intact if the lying WRITEs were refused; those
-    // cases report that themselves.)
-    let data = r.fs.read(r.file, r.fh, 0, 100);
-    assert_eq!(data.expect("read after all cases").len(), 10);
-    assert!(r.d.is_alive(), "daemon died");
-    assert!(
-        failures.is_empty(),
-        "{} of {total} cases failed ({restarts} daemon restarts):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
 }
 
-#[test]
-fn hostile_descriptors_do_not_kill_the_daemon() {
-    // Each case gets its own daemon: a daemon may drop such a chain (the
-    // queue is then unusable), but must stay alive and keep serving its
-    // other queues.
-    type Build = fn(u64, &[u8]) -> Vec<Segment>;
-    let hostile: [(&str, Build); 6] = [
-        ("reply buffer outside guest memory", |end, req| {
+/// Chains that point outside guest memory, at all of it, or order their
+/// buffers wrongly.
+const DESCRIPTORS: [Descriptors; 6] = [
+    Descriptors {
+        name: "reply buffer outside guest memory",
+        build: |end, req| {
             vec![
                 Segment::Readable(req.to_vec()),
                 Segment::Raw {
@@ -563,8 +584,11 @@ fn hostile_descriptors_do_not_kill_the_daemon() {
                     write: true,
                 },
             ]
-        }),
-        ("request buffer outside guest memory", |end, _| {
+        },
+    },
+    Descriptors {
+        name: "request buffer outside guest memory",
+        build: |end, _| {
             vec![
                 Segment::Raw {
                     addr: end + 4096,
@@ -573,8 +597,11 @@ fn hostile_descriptors_do_not_kill_the_daemon() {
                 },
                 Segment::Writable(4096),
             ]
-        }),
-        ("request buffer straddling the end of memory", |end, _| {
+        },
+    },
+    Descriptors {
+        name: "request buffer straddling the end of memory",
+        build: |end, _| {
             vec![
                 Segment::Raw {
                     addr: end - 8,
@@ -583,8 +610,11 @@ fn hostile_descriptors_do_not_kill_the_daemon() {
                 },
                 Segment::Writable(4096),
             ]
-        }),
-        ("reply buffer of 4 GiB - 1 over all of memory", |_, req| {
+        },
+    },
+    Descriptors {
+        name: "reply buffer of 4 GiB - 1 over all of memory",
+        build: |_, req| {
             vec![
                 Segment::Readable(req.to_vec()),
                 Segment::Raw {
@@ -593,47 +623,29 @@ fn hostile_descriptors_do_not_kill_the_daemon() {
                     write: true,
                 },
             ]
-        }),
-        ("writable before readable", |_, req| {
-            vec![Segment::Writable(4096), Segment::Readable(req.to_vec())]
-        }),
-        ("zero-length descriptors around the request", |_, req| {
+        },
+    },
+    Descriptors {
+        name: "writable before readable",
+        build: |_, req| vec![Segment::Writable(4096), Segment::Readable(req.to_vec())],
+    },
+    Descriptors {
+        name: "zero-length descriptors around the request",
+        build: |_, req| {
             vec![
                 Segment::Readable(vec![]),
                 Segment::Readable(req.to_vec()),
                 Segment::Writable(0),
                 Segment::Writable(4096),
             ]
-        }),
-    ];
-    let mut failures = Vec::new();
-    let cases = MODES.iter().flat_map(|mode| {
-        hostile
-            .iter()
-            .map(move |(name, build)| (*mode, *name, *build))
-    });
-    for (mode, name, build) in cases {
-        let (mut d, fs) = start(2, mode);
-        let end = fs.memory().base().0 + fs.memory().len();
-        let (_, req) = request(&fs, op(Opcode::Getattr), ROOT_ID, &[0; 16], None);
-        let outcome = match fs.send_chains(2, &[build(end, &req)]) {
-            Ok(done) => format!("returned, {} bytes written", done[0].used_len),
-            Err(e) => format!("not returned ({e})"),
-        };
-        eprintln!("{name:<50} {outcome}");
-        if !d.is_alive() {
-            failures.push(format!(
-                "daemon died after {name:?}; log:\n{}",
-                d.log_tail(3000)
-            ));
-            continue;
-        }
-        if let Err(e) = fs.getattr(ROOT_ID) {
-            failures.push(format!("queue 1 stopped serving after {name:?}: {e}"));
-        }
-        if let Err(e) = fs.lookup(ROOT_ID, b"file") {
-            failures.push(format!("lookup after {name:?}: {e}"));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+        },
+    },
+];
+
+#[test]
+fn malformed_requests_and_hostile_chains_each_on_a_fresh_daemon_with_the_sandbox_on_and_off() {
+    let malformed = malformed_cases();
+    let mut cases = all(&[&malformed[..]]);
+    cases.extend(all(&[&DESCRIPTORS[..]]));
+    run_suite(file!(), &cases);
 }

@@ -9,6 +9,7 @@
 use std::io;
 use std::mem::size_of;
 use std::path::Path;
+use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
     Attr, AttrOut, CopyFileRangeIn, EntryOut, FallocateIn, FileLock, GetxattrIn, GetxattrOut,
@@ -18,8 +19,31 @@ use msb_tests::daemon_proc::{Daemon, DaemonOptions};
 use msb_tests::vhost_driver::{DriverConfig, DriverError, FsDriver, FuseClient};
 use vm_memory::ByteValued;
 
-/// One hostile case: a daemon set up as `args`/`prepare` say, then `run`
-/// with a connected driver; `run` panics on a wrong answer.
+/// What a hostile case needs from its daemon and driver.
+pub struct Setup {
+    /// Daemon flags beyond the socket and shared dir (the mode's flags are
+    /// added).
+    pub args: &'static [&'static str],
+    /// Lays out files under the temporary root (share is `root/share`).
+    pub prepare: Option<fn(&Path) -> io::Result<()>>,
+    /// Request queues to connect with.
+    pub queues: usize,
+    /// How long the driver waits for a chain to come back.
+    pub timeout: Duration,
+}
+
+/// One hostile case, run by [`run_suite`] on a fresh daemon per mode.
+pub trait Hostile {
+    /// What the case tries (unique within its suite).
+    fn name(&self) -> String;
+    /// How its daemon and driver are set up.
+    fn setup(&self) -> Setup;
+    /// The attack and its checks; panics on a wrong answer.
+    fn run(&self, d: &Daemon, fs: &FsDriver);
+}
+
+/// A hostile case given as a function: a daemon set up as `args`/`prepare`
+/// say, then `run` with a connected driver.
 pub struct Case {
     /// What the case tries.
     pub name: &'static str,
@@ -62,55 +86,114 @@ impl Case {
     }
 }
 
+impl Hostile for Case {
+    fn name(&self) -> String {
+        self.name.to_string()
+    }
+
+    fn setup(&self) -> Setup {
+        Setup {
+            args: self.args,
+            prepare: self.prepare,
+            queues: self.queues,
+            timeout: DriverConfig::default().timeout,
+        }
+    }
+
+    fn run(&self, d: &Daemon, fs: &FsDriver) {
+        (self.run)(d, fs)
+    }
+}
+
+/// Every case of `lists`, as one list for [`run_suite`].
+pub fn all<'a, C: Hostile>(lists: &[&'a [C]]) -> Vec<&'a dyn Hostile> {
+    lists
+        .iter()
+        .flat_map(|l| l.iter().map(|c| c as &dyn Hostile))
+        .collect()
+}
+
 /// The two ways every case runs.
 pub const MODES: [(&str, &[&str]); 2] = [
     ("sandbox on", &[]),
     ("sandbox off", &["--sandbox", "none", "--seccomp", "none"]),
 ];
 
-/// Runs every case in both modes, each on a fresh daemon; reports how many
-/// ran. A failing case panics with its name, mode and the daemon's log.
-pub fn run_all(cases: &[Case]) {
-    let mut ran = 0;
+/// Runs every case of the suite `suite` (a file name) in both modes, each
+/// on a fresh daemon, and checks after each that the daemon is alive and
+/// still answers a normal GETATTR. Every case runs even when one fails;
+/// then the failures (name, mode, daemon log) are reported together. On
+/// success prints `hostile suite FILE: N cases x 2 modes passed`
+/// (also when the harness captures output).
+pub fn run_suite(suite: &str, cases: &[&dyn Hostile]) {
+    let suite = Path::new(suite)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| suite.to_string());
+    let mut names = std::collections::HashSet::new();
+    for c in cases {
+        assert!(names.insert(c.name()), "two cases named {:?}", c.name());
+    }
+    let mut failures = Vec::new();
     for (mode, mode_args) in MODES {
         for case in cases {
-            let mut args: Vec<String> = case.args.iter().map(|s| s.to_string()).collect();
-            args.extend(mode_args.iter().map(|s| s.to_string()));
-            let d = Daemon::start_with(DaemonOptions {
-                args,
-                prepare: case.prepare,
-            })
-            .unwrap_or_else(|e| panic!("{} ({mode}): start: {e}", case.name));
-            let fs = d
-                .connect_with(DriverConfig {
-                    request_queues: case.queues,
-                    ..DriverConfig::default()
-                })
-                .unwrap_or_else(|e| panic!("{} ({mode}): {e}", case.name));
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (case.run)(&d, &fs)));
-            if let Err(p) = outcome {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                panic!(
-                    "case {:?} ({mode}) failed: {msg}\ndaemon log:\n{}",
-                    case.name,
-                    d.log_tail(3000)
-                );
+            let name = case.name();
+            match run_one(*case, mode_args) {
+                Ok(()) => eprintln!("ok   {name} ({mode})"),
+                Err(why) => {
+                    eprintln!("FAIL {name} ({mode})");
+                    failures.push(format!("case {name:?} ({mode}): {why}"));
+                }
             }
-            // The daemon must still serve after the attack.
-            fs.getattr(msb_tests::vhost_driver::ROOT_ID)
-                .unwrap_or_else(|e| panic!("{} ({mode}): daemon stopped serving: {e}", case.name));
-            ran += 1;
         }
     }
-    eprintln!(
-        "hostile cases: {ran} runs ({} cases x sandbox on/off)",
-        cases.len()
+    assert!(
+        failures.is_empty(),
+        "hostile suite {suite}: {} of {} runs failed:\n{}",
+        failures.len(),
+        cases.len() * MODES.len(),
+        failures.join("\n\n")
     );
+    // Past the test harness's capture, so a passing run shows it too.
+    let line = format!(
+        "hostile suite {suite}: {} cases x {} modes passed\n",
+        cases.len(),
+        MODES.len()
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+}
+
+/// One case on a fresh daemon started with `mode_args` added.
+fn run_one(case: &dyn Hostile, mode_args: &[&str]) -> Result<(), String> {
+    let setup = case.setup();
+    let mut args: Vec<String> = setup.args.iter().map(|s| s.to_string()).collect();
+    args.extend(mode_args.iter().map(|s| s.to_string()));
+    let mut d = Daemon::start_with(DaemonOptions {
+        args,
+        prepare: setup.prepare,
+    })
+    .map_err(|e| format!("start: {e}"))?;
+    let fs = d.connect_with(DriverConfig {
+        request_queues: setup.queues,
+        timeout: setup.timeout,
+        ..DriverConfig::default()
+    })?;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case.run(&d, &fs)));
+    if let Err(p) = outcome {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        return Err(format!("{msg}\ndaemon log:\n{}", d.log_tail(3000)));
+    }
+    if !d.is_alive() {
+        return Err(format!("the daemon died; log:\n{}", d.log_tail(3000)));
+    }
+    // The daemon must still serve after the attack.
+    fs.getattr(msb_tests::vhost_driver::ROOT_ID)
+        .map_err(|e| format!("daemon stopped serving: {e}\nlog:\n{}", d.log_tail(3000)))?;
+    Ok(())
 }
 
 /// The errno of a failed request (0 for success, -1 for a transport error).
