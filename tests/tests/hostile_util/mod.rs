@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
     Attr, AttrOut, CopyFileRangeIn, EntryOut, FallocateIn, FileLock, GetxattrIn, GetxattrOut,
-    LinkIn, LkIn, Opcode, SetattrIn, SetxattrIn,
+    LinkIn, LkIn, LseekIn, LseekOut, MknodIn, Opcode, Rename2In, SetattrIn, SetxattrIn,
 };
 use msb_tests::daemon_proc::{Daemon, DaemonOptions};
 use msb_tests::vhost_driver::{DriverConfig, DriverError, FsDriver, FuseClient};
 use vm_memory::ByteValued;
+
+pub mod inflight;
 
 /// What a hostile case needs from its daemon and driver.
 pub struct Setup {
@@ -402,6 +404,132 @@ pub fn unlinked_open_bytes(d: &Daemon) -> u64 {
         if let Ok(m) = std::fs::metadata(e.path()) {
             if m.is_file() && m.nlink() == 0 && m.dev() == dev && seen.insert(m.ino()) {
                 total += m.size();
+            }
+        }
+    }
+    total
+}
+
+/// `FUSE_RENAME2` of `parent/name` to `newparent/newname` with `flags`.
+pub fn rename2(
+    fs: &impl FuseClient,
+    (parent, name): (u64, &[u8]),
+    (newparent, newname): (u64, &[u8]),
+    flags: u32,
+) -> Result<(), DriverError> {
+    let mut body = Rename2In {
+        newdir: newparent,
+        flags,
+        padding: 0,
+    }
+    .as_slice()
+    .to_vec();
+    for n in [name, newname] {
+        body.extend_from_slice(n);
+        body.push(0);
+    }
+    fs.call(Opcode::Rename2, parent, &body, 0).map(drop)
+}
+
+/// `FUSE_MKNOD` of `parent/name` with `mode` (type included) and `rdev`.
+pub fn mknod(
+    fs: &impl FuseClient,
+    parent: u64,
+    name: &[u8],
+    mode: u32,
+    rdev: u32,
+) -> Result<EntryOut, DriverError> {
+    let mut body = MknodIn {
+        mode,
+        rdev,
+        umask: 0,
+        padding: 0,
+    }
+    .as_slice()
+    .to_vec();
+    body.extend_from_slice(name);
+    body.push(0);
+    fs.call_obj(Opcode::Mknod, parent, &body)
+}
+
+/// `FUSE_LSEEK`; returns the new offset.
+pub fn lseek(
+    fs: &impl FuseClient,
+    node: u64,
+    fh: u64,
+    offset: u64,
+    whence: u32,
+) -> Result<u64, DriverError> {
+    let arg = LseekIn {
+        fh,
+        offset,
+        whence,
+        padding: 0,
+    };
+    Ok(fs
+        .call_obj::<LseekOut>(Opcode::Lseek, node, arg.as_slice())?
+        .offset)
+}
+
+/// A POSIX lock request (`SETLK`, `SETLKW` or `GETLK` as `op`) of
+/// `type_` on `start..=end` for `owner`; `flock` sets `FUSE_LK_FLOCK`.
+pub fn lock_body(
+    fh: u64,
+    owner: u64,
+    type_: i32,
+    (start, end): (u64, u64),
+    flock: bool,
+) -> Vec<u8> {
+    LkIn {
+        fh,
+        owner,
+        lk: FileLock {
+            start,
+            end,
+            type_: type_ as u32,
+            pid: 1,
+        },
+        lk_flags: if flock { 1 } else { 0 },
+        padding: 0,
+    }
+    .as_slice()
+    .to_vec()
+}
+
+/// Guest extended-attribute bytes under `dir` as the host holds them:
+/// names plus values of every `user.*` attribute of every inode (each
+/// once), the daemon's own record excluded.
+pub fn host_xattr_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            if m.file_type().is_symlink() || !seen.insert(m.ino()) {
+                continue;
+            }
+            let path = std::ffi::CString::new(e.path().as_os_str().as_bytes()).unwrap();
+            let mut names = vec![0u8; 1 << 16];
+            // SAFETY: a NUL-terminated path and a buffer of the given size.
+            let n =
+                unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+            for name in names[..n.max(0) as usize].split(|&b| b == 0) {
+                if !name.starts_with(b"user.") || name.starts_with(b"user.msb.") {
+                    continue;
+                }
+                let c = std::ffi::CString::new(name).unwrap();
+                // SAFETY: NUL-terminated strings; size 0 only asks the length.
+                let len =
+                    unsafe { libc::lgetxattr(path.as_ptr(), c.as_ptr(), std::ptr::null_mut(), 0) };
+                total += name.len() as u64 + len.max(0) as u64;
             }
         }
     }
