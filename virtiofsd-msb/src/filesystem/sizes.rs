@@ -192,7 +192,10 @@ impl ConfinedFs {
         if st.st_nlink > 0 {
             return;
         }
-        let bytes = size_of(&st);
+        // Its data and (counted under the quota) its guest xattrs.
+        let path = crate::confinement::ProcSelfFd::path_of(r.fd.as_fd());
+        let bytes =
+            size_of(&st).saturating_add(crate::policy::xattr_names::guest_xattr_bytes(&path));
         if self.inodes.holds(r.key) || self.handle_keys().contains(&r.key) {
             r.quota.adopt_orphan(r.key, bytes);
         } else {

@@ -5,6 +5,12 @@
 //! `user.*` on them anyway). Only `user.*` names reach the host, and never
 //! the daemon's own `user.msb.*` (the stat-virtualization record): see
 //! [`crate::policy::xattr_names`].
+//!
+//! Under a quota, guest xattrs are host bytes like file data: each name
+//! plus its value is counted ([`crate::policy::xattr_names::guest_xattr_bytes`]), growth is reserved
+//! before a set (`ENOSPC` and no change when it does not fit), a removal or
+//! a smaller value gives back, and the last unlink of a file gives its
+//! xattrs back with its data (see `sizes.rs`).
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -89,10 +95,50 @@ impl ConfinedFs {
         if let Some(e) = xattr_names::classify(name.to_bytes()).change_errno() {
             return Err(errno(e));
         }
-        let Some((path, _fd)) = target else {
+        let Some((path, fd)) = target else {
             return Err(errno(libc::EPERM));
         };
-        xattr::set(&path, name, value, flags as i32)
+        self.xattr_change(&fd, &path, name, Some(value.len()), || {
+            xattr::set(&path, name, value, flags as i32)
+        })
+    }
+
+    /// Runs `op`, which sets the guest xattr `name` of the inode behind
+    /// `fd` (`path`) to a `new_len`-byte value or (`None`) removes it,
+    /// under the quota: the growth is reserved first, and the change made
+    /// is counted (for an inode with no link left, as an orphan's).
+    /// Without a quota this is just `op()`.
+    fn xattr_change(
+        &self,
+        fd: &super::inodes::InodeFd,
+        path: &CStr,
+        name: &CStr,
+        new_len: Option<usize>,
+        op: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Some(q) = &self.quota else {
+            return op();
+        };
+        let st = super::sys::stat_fd(fd.as_fd())?;
+        let key = (st.st_dev, st.st_ino);
+        let _inode = q.lock_inode(key.0, key.1);
+        let counted = |len: usize| (name.to_bytes().len() + len) as u64;
+        let old = match xattr::get(path, name, &mut []) {
+            Ok(len) => counted(len),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => 0,
+            Err(e) => return Err(e),
+        };
+        let new = new_len.map_or(0, counted);
+        let charge = self.reserve(q, new.saturating_sub(old))?;
+        op()?;
+        let delta = i64::try_from(new).unwrap_or(i64::MAX) - i64::try_from(old).unwrap_or(0);
+        let unlinked = super::sys::stat_fd(fd.as_fd()).is_ok_and(|st| st.st_nlink == 0);
+        charge.settle(if unlinked {
+            q.orphan_resized(key, delta)
+        } else {
+            delta
+        });
+        Ok(())
     }
 
     pub(super) fn do_removexattr(&self, inode: u64, name: &CStr) -> io::Result<()> {
@@ -101,10 +147,10 @@ impl ConfinedFs {
         if let Some(e) = xattr_names::classify(name.to_bytes()).change_errno() {
             return Err(errno(e));
         }
-        let Some((path, _fd)) = target else {
+        let Some((path, fd)) = target else {
             return Err(errno(libc::ENODATA));
         };
-        xattr::remove(&path, name)
+        self.xattr_change(&fd, &path, name, None, || xattr::remove(&path, name))
     }
 }
 

@@ -8,9 +8,10 @@
 //! host regular files that carry guest special files. This is `du -sb`'s
 //! count (apparent bytes, hard links once) without the sizes of directories
 //! themselves, which are filesystem bookkeeping the guest cannot size and
-//! the daemon could not track exactly. Extended attributes (the
-//! stat-virtualization record included) do not count: each is at most
-//! 64 KiB, and the host filesystem bounds them per inode (ext4: one block).
+//! the daemon could not track exactly. Guest extended attributes count
+//! too: name plus value of every `user.*` attribute the guest sees (see
+//! [`super::xattr_names::guest_xattr_bytes`]; the daemon's own
+//! stat-virtualization record does not count).
 //!
 //! Metadata is bounded rather than counted: a share under a quota holds at
 //! most one name per [`BYTES_PER_ENTRY`] bytes of budget (directories and

@@ -127,11 +127,28 @@ pub fn tally(root: BorrowedFd<'_>) -> io::Result<Tally> {
             continue;
         }
         total = total.saturating_add(u64::try_from(st.st_size).unwrap_or(0));
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            total = total.saturating_add(xattr_bytes_at(dir.fd(), &name));
+        }
     }
     Ok(Tally {
         bytes: total,
         entries,
     })
+}
+
+/// Guest xattr bytes (see [`super::xattr_names::guest_xattr_bytes`]) of the
+/// regular file `name` of `dir`, read through the file itself (no guest
+/// path is followed).
+fn xattr_bytes_at(dir: BorrowedFd<'_>, name: &CStr) -> u64 {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW;
+    match confinement::open_beneath(dir, name, flags, 0) {
+        Ok(fd) => {
+            let path = confinement::ProcSelfFd::path_of(std::os::fd::AsFd::as_fd(&fd));
+            super::xattr_names::guest_xattr_bytes(&path)
+        }
+        Err(_) => 0,
+    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,32 @@ pub fn filter_list(list: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Bytes the guest's xattrs take on the inode behind `path` (a
+/// `/proc/self/fd` path), as a quota counts them: name plus value of every
+/// attribute the guest can see (`user.*` but the daemon's own `user.msb.*`).
+/// 0 when they cannot be read (symlinks, filesystems without xattrs).
+pub fn guest_xattr_bytes(path: &std::ffi::CStr) -> u64 {
+    use crate::filesystem::sys::xattr;
+    let Ok(len) = xattr::list(path, &mut []) else {
+        return 0;
+    };
+    // Room for a list that grew meanwhile; a list that outgrew it reads
+    // as none (the next change measures again).
+    let mut list = vec![0u8; len + 1024];
+    let Ok(n) = xattr::list(path, &mut list) else {
+        return 0;
+    };
+    filter_list(&list[..n])
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| {
+            let c = std::ffi::CString::new(n).ok()?;
+            let len = xattr::get(path, &c, &mut []).ok()?;
+            Some((n.len() + len) as u64)
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
