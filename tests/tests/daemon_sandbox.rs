@@ -354,7 +354,7 @@ fn fuse_mount_without_a_sandbox_is_unmounted_by_its_monitor() {
     fs::create_dir(&share).unwrap();
     fs::create_dir(&mnt).unwrap();
     fs::write(share.join("f"), b"hi").unwrap();
-    let mut child = Command::new(daemon_binary().unwrap())
+    let child = Command::new(daemon_binary().unwrap())
         .arg("--shared-dir")
         .arg(&share)
         .arg("--fuse-mount")
@@ -364,6 +364,8 @@ fn fuse_mount_without_a_sandbox_is_unmounted_by_its_monitor() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed (and the mount lazily detached) however the test ends.
+    let mut child = KillOnDrop(child, mnt.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     while !mounted(&mnt) {
         assert!(Instant::now() < deadline, "never mounted");
@@ -378,4 +380,36 @@ fn fuse_mount_without_a_sandbox_is_unmounted_by_its_monitor() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(!mounted(&mnt), "left mounted");
+}
+
+/// A daemon child with a FUSE mount, killed (server first, then monitor)
+/// and its mount detached when dropped, so a failing test leaves nothing.
+struct KillOnDrop(std::process::Child, std::path::PathBuf);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            for pid in chain(self.0.id()).into_iter().rev() {
+                // SAFETY: kill(2) on our own child and its descendants.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            let _ = self.0.wait();
+        }
+        if mounted(&self.1) {
+            let _ = Command::new("umount").arg("-l").arg(&self.1).status();
+        }
+    }
 }

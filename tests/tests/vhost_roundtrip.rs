@@ -280,3 +280,44 @@ fn frontend_disconnect_ends_the_daemon_cleanly() {
     );
     assert!(!d.socket().exists(), "socket file left behind after exit");
 }
+
+#[test]
+fn large_reads_copied_by_several_threads_come_back_whole() {
+    // 1 MiB reads are split over copy threads (`--copy-threads`); in the
+    // sandbox (seccomp on) the helpers start after the filter went up.
+    let len = 3 * 1024 * 1024 + 12_345;
+    let data = pattern(len, 5);
+    for flags in [
+        &[][..],
+        &["--copy-threads", "4"][..],
+        &["--copy-threads", "1"][..],
+        &[
+            "--sandbox",
+            "none",
+            "--seccomp",
+            "none",
+            "--copy-threads",
+            "3",
+        ][..],
+    ] {
+        let mut d = Daemon::start(flags).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+        fs::write(d.shared_dir().join("big"), &data).unwrap();
+        let fs = d.connect(1).unwrap_or_else(|e| panic!("{e}"));
+        let node = fs.lookup(ROOT_ID, b"big").expect("lookup big").nodeid;
+        let fh = fs.open(node, libc::O_RDONLY).expect("open big").fh;
+        let mib = 1 << 20;
+        for offset in [0, 4096, 777, mib, len - 100, len, len + 5] {
+            let got = fs
+                .read(node, fh, offset as u64, mib as u32)
+                .unwrap_or_else(|e| panic!("{flags:?}: read at {offset}: {e}"));
+            let want = &data[offset.min(len)..(offset + mib).min(len)];
+            assert!(
+                got == want,
+                "{flags:?}: read at {offset}: {} bytes, want {}",
+                got.len(),
+                want.len()
+            );
+        }
+        assert!(d.is_alive(), "{flags:?}: daemon died: {}", d.log_tail(2000));
+    }
+}

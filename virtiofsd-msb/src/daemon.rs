@@ -154,6 +154,7 @@ pub fn run(cli: &Cli) -> Result<(), DaemonError> {
         host_permissions: config.host_permissions,
         quota: config.quota.clone(),
         single_file: config.shared_file.clone(),
+        copy_threads: config.copy_threads,
     };
     tracing::info!(
         shared_dir = %shared_dir.display(),
@@ -215,6 +216,7 @@ fn serve_vhost_user(
     let opts = VhostUserOptions {
         tag: config.tag.clone(),
         thread_pool_size: config.thread_pool_size,
+        poll_window: config.poll_window,
     };
     vhost_user::serve(fs, listener, &opts)?;
     tracing::info!("stopped");

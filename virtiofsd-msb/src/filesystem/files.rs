@@ -175,7 +175,7 @@ impl ConfinedFs {
         offset: u64,
     ) -> io::Result<usize> {
         let h = self.handles.get(handle, inode)?;
-        h.with_file(|f| w.write_from(f, size as usize, offset))
+        h.with_file(|f| w.write_from(&mut self.copy.file(f), size as usize, offset))
     }
 
     pub(super) fn do_write(

@@ -12,6 +12,7 @@
 //! the quota bookkeeping of every request that changes a size.
 
 mod attrs;
+pub mod copy_crew;
 mod create;
 mod dirs;
 mod entries;
@@ -77,6 +78,9 @@ pub struct FsConfig {
     /// Serve only this entry of `shared_dir` (a regular file), under a
     /// synthetic root directory holding nothing else (`--shared-file`).
     pub single_file: Option<OsString>,
+    /// Threads copying one large READ together (1: no splitting;
+    /// see [`copy_crew`]).
+    pub copy_threads: usize,
 }
 
 impl FsConfig {
@@ -94,6 +98,7 @@ impl FsConfig {
             host_permissions: HostPermissions::Private,
             quota: None,
             single_file: None,
+            copy_threads: copy_crew::default_threads(),
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct ConfinedFs {
     quota: Option<Quota>,
     /// The file of a single-file share (`FsConfig::single_file`).
     single: Option<single_file::SingleFile>,
+    /// Helpers for large reads.
+    copy: copy_crew::CopyCrew,
 }
 
 impl ConfinedFs {
@@ -163,6 +170,7 @@ impl ConfinedFs {
             CachePolicy::Always => Duration::from_secs(86_400),
         };
         Ok(ConfinedFs {
+            copy: copy_crew::CopyCrew::new(config.copy_threads),
             handles: HandleTable::new(config.max_inode_fds),
             locks: locks::OwnerLocks::new((config.max_inode_fds / 4).max(1)),
             config,

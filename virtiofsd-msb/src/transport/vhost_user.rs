@@ -9,7 +9,9 @@
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixListener;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::OutHeader;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
@@ -27,7 +29,7 @@ use vmm_sys_util::event::{
 
 use crate::protocol::{error_header, Dispatcher, Outcome, PendingLock, OUT_HEADER_LEN};
 use crate::transport::vring::KickSafeVring;
-use crate::transport::{DeferredReply, LockWaiters, ServedFs, ThreadPool};
+use crate::transport::{poll, DeferredReply, LockWaiters, ServedFs, ThreadPool};
 
 /// Most request queues offered to the frontend (plus the hiprio queue).
 pub const MAX_REQUEST_QUEUES: usize = 16;
@@ -61,6 +63,9 @@ pub struct VhostUserOptions {
     pub tag: Option<String>,
     /// Request threads (0: inline on each queue thread).
     pub thread_pool_size: usize,
+    /// Largest time a queue thread keeps looking for more requests after a
+    /// batch before it sleeps (zero: never; see [`poll`]).
+    pub poll_window: Duration,
 }
 
 /// A virtio-fs device backend serving one filesystem.
@@ -70,6 +75,7 @@ pub struct FsBackend<F: ServedFs> {
     tag: Option<String>,
     pool: Option<ThreadPool>,
     lock_waiters: LockWaiters,
+    poll_window: Duration,
 }
 
 impl<F: ServedFs> FsBackend<F> {
@@ -86,6 +92,7 @@ impl<F: ServedFs> FsBackend<F> {
             tag: opts.tag.clone(),
             pool,
             lock_waiters: LockWaiters::default(),
+            poll_window: opts.poll_window,
         })
     }
 
@@ -109,12 +116,17 @@ impl<F: ServedFs> FsBackend<F> {
     }
 
     /// Serves every available descriptor chain of `vring`, with the
-    /// guest's kicks suppressed meanwhile.
+    /// guest's kicks suppressed meanwhile, and keeps looking for more for
+    /// this thread's polling window before it lets the guest kick again.
     pub fn process_queue(&self, vring: &Vring) -> io::Result<()> {
+        poll::woke(self.poll_window);
         loop {
             let mem = self.mem.memory().into_inner();
             vring.disable_notification().map_err(io::Error::other)?;
             self.drain(vring, &mem);
+            if poll::poll(self.poll_window, || has_available(vring, &mem)) {
+                continue;
+            }
             // Chains made available after the last pop and before the
             // guest saw kicks enabled again are served now.
             if !vring.enable_notification().map_err(io::Error::other)? {
@@ -123,10 +135,13 @@ impl<F: ServedFs> FsBackend<F> {
         }
     }
 
-    /// Serves the chains available now; notifies the guest once at the end
-    /// (if it asks) for those answered on this thread.
+    /// Serves the chains available now. The guest is notified (when it
+    /// asks) twice at most: after the first answer of a batch that has more
+    /// to come, so it can take that answer and queue more while the rest is
+    /// served, and once at the end for the rest.
     fn drain(&self, vring: &Vring, mem: &Arc<Mem>) {
-        let mut used_inline = false;
+        let mut answered = 0usize;
+        let mut unsignalled = false;
         loop {
             let chain = vring
                 .get_mut()
@@ -149,13 +164,32 @@ impl<F: ServedFs> FsBackend<F> {
                         }
                     });
                 }
-                None => used_inline |= req.serve(),
+                None => {
+                    if req.serve() {
+                        answered += 1;
+                        unsignalled = true;
+                        if answered == 1 && has_available(vring, mem) {
+                            signal(vring);
+                            unsignalled = false;
+                        }
+                    }
+                }
             }
         }
-        if used_inline {
+        if unsignalled {
             signal(vring);
         }
     }
+}
+
+/// Whether the guest has made chains available that were not popped yet.
+fn has_available(vring: &Vring, mem: &Mem) -> bool {
+    let state = vring.get_ref();
+    let queue = state.get_queue();
+    queue.ready()
+        && queue
+            .avail_idx(mem, Ordering::Acquire)
+            .is_ok_and(|idx| idx.0 != queue.next_avail())
 }
 
 /// Notifies the guest about used buffers when the ring asks for it.
@@ -497,6 +531,7 @@ mod tests {
         let opts = VhostUserOptions {
             tag: Some("myfs".into()),
             thread_pool_size: pool,
+            poll_window: poll::DEFAULT_MAX_WINDOW,
         };
         let backend = FsBackend::new(Arc::new(TinyFs::default()), mem.clone(), &opts).unwrap();
         Rig {
