@@ -74,6 +74,21 @@ pub fn check(header: &InHeader, available: usize, body: &mut impl Read) -> Resul
             .ok_or(libc::EINVAL)?;
         return check_strings(body, names, 1);
     }
+    if header.opcode == Opcode::Rename2 as u32 {
+        // fuse-backend-rs masks unknown flag bits away, which would turn a
+        // request the kernel refuses into a plain rename.
+        let mut r = Rename2In::default();
+        body.read_exact(r.as_mut_slice())
+            .map_err(|_| libc::EINVAL)?;
+        let known = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT;
+        if r.flags & !known != 0 {
+            return Err(libc::EINVAL);
+        }
+        let names = body_len
+            .checked_sub(size_of::<Rename2In>())
+            .ok_or(libc::EINVAL)?;
+        return check_strings(body, names, 2);
+    }
     let Some((fixed, strings)) = name_layout(header.opcode) else {
         return Ok(());
     };
@@ -111,6 +126,22 @@ mod tests {
     fn run(opcode: Opcode, body: &[u8]) -> Result<(), i32> {
         let h = header(opcode, body.len());
         check(&h, h.len as usize, &mut &body[..])
+    }
+
+    #[test]
+    fn rename2_with_unknown_flags_is_refused() {
+        let body = |flags: u32| {
+            let r = Rename2In {
+                newdir: 1,
+                flags,
+                padding: 0,
+            };
+            [r.as_slice(), b"a\0b\0"].concat()
+        };
+        assert_eq!(run(Opcode::Rename2, &body(libc::RENAME_NOREPLACE)), Ok(()));
+        assert_eq!(run(Opcode::Rename2, &body(1 << 3)), Err(libc::EINVAL));
+        assert_eq!(run(Opcode::Rename2, &body(1 << 31)), Err(libc::EINVAL));
+        assert_eq!(run(Opcode::Rename2, &body(0)[..10]), Err(libc::EINVAL));
     }
 
     #[test]
