@@ -334,7 +334,13 @@ fn rename2_whiteout_and_unknown_flags(d: &Daemon, fs: &FsDriver) {
     const RENAME_WHITEOUT: u32 = 1 << 2;
     // Bits no flag uses (`1 << 3`) are refused before fuse-backend-rs
     // could drop them and make the request a plain rename.
-    for flags in [RENAME_WHITEOUT, RENAME_WHITEOUT | 1, 1 << 3, 1 << 31, u32::MAX] {
+    for flags in [
+        RENAME_WHITEOUT,
+        RENAME_WHITEOUT | 1,
+        1 << 3,
+        1 << 31,
+        u32::MAX,
+    ] {
         let r = errno(rename2(fs, (ROOT_ID, b"a"), (ROOT_ID, b"c"), flags));
         assert_eq!(r, libc::EINVAL, "flags {flags:#x}");
     }
