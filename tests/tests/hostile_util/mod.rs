@@ -368,12 +368,11 @@ pub fn lock(
     fs.call(op, node, arg.as_slice(), 0).map(drop)
 }
 
-/// Apparent bytes of every non-directory inode under `dir`, each inode
-/// once (what the quota counts, seen from the host).
-pub fn host_bytes(dir: &Path) -> u64 {
+/// Calls `visit` once per inode under `dir` (hard links seen once), for
+/// directories too, with a path to it and its metadata (not followed).
+fn for_each_inode(dir: &Path, mut visit: impl FnMut(&Path, &std::fs::Metadata)) {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
-    let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -382,11 +381,23 @@ pub fn host_bytes(dir: &Path) -> u64 {
             };
             if m.is_dir() {
                 stack.push(e.path());
-            } else if seen.insert(m.ino()) {
-                total += m.size();
+            }
+            if seen.insert(m.ino()) {
+                visit(&e.path(), &m);
             }
         }
     }
+}
+
+/// Apparent bytes of every non-directory inode under `dir`, each inode
+/// once (what the quota counts, seen from the host).
+pub fn host_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for_each_inode(dir, |_, m| {
+        if !m.is_dir() {
+            total += m.len();
+        }
+    });
     total
 }
 
@@ -501,37 +512,25 @@ pub fn lock_body(
 /// once), the daemon's own record excluded.
 pub fn host_xattr_bytes(dir: &Path) -> u64 {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
     let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-            if m.file_type().is_symlink() || !seen.insert(m.ino()) {
-                continue;
-            }
-            let path = std::ffi::CString::new(e.path().as_os_str().as_bytes()).unwrap();
-            let mut names = vec![0u8; 1 << 16];
-            // SAFETY: a NUL-terminated path and a buffer of the given size.
-            let n =
-                unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-            for name in names[..n.max(0) as usize].split(|&b| b == 0) {
-                if !name.starts_with(b"user.") || name.starts_with(b"user.msb.") {
-                    continue;
-                }
-                let c = std::ffi::CString::new(name).unwrap();
-                // SAFETY: NUL-terminated strings; size 0 only asks the length.
-                let len =
-                    unsafe { libc::lgetxattr(path.as_ptr(), c.as_ptr(), std::ptr::null_mut(), 0) };
-                total += name.len() as u64 + len.max(0) as u64;
-            }
+    for_each_inode(dir, |path, m| {
+        if m.file_type().is_symlink() {
+            return;
         }
-    }
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let mut names = vec![0u8; 1 << 16];
+        // SAFETY: a NUL-terminated path and a buffer of the given size.
+        let n = unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        for name in names[..n.max(0) as usize].split(|&b| b == 0) {
+            if !name.starts_with(b"user.") || name.starts_with(b"user.msb.") {
+                continue;
+            }
+            let c = std::ffi::CString::new(name).unwrap();
+            // SAFETY: NUL-terminated strings; size 0 only asks the length.
+            let len =
+                unsafe { libc::lgetxattr(path.as_ptr(), c.as_ptr(), std::ptr::null_mut(), 0) };
+            total += name.len() as u64 + len.max(0) as u64;
+        }
+    });
     total
 }
