@@ -1,9 +1,12 @@
 # Guest side of tests/tests/guest_escape.rs (directory swapped for a symlink).
 # The host exchanges /mnt/swapA and /mnt/swapB with symlinks to the outside
 # directory (renameat2 RENAME_EXCHANGE) while this loop walks, lists, reads
-# and writes in them. Env: SENT (sentinel name), MIN_ITERS, MAX_SECS.
+# and writes in them. Env: SENT (sentinel name), MIN_ITERS, MIN_SECS (at
+# least that long, so several of the guest's 1 s entry-cache periods pass),
+# MAX_SECS.
 # Handshake: the guest creates /mnt/race-ready, loops at least MIN_ITERS times
-# and until the host creates /mnt/race-stop (or MAX_SECS pass), then creates
+# and MIN_SECS seconds and until the host creates /mnt/race-stop (or MAX_SECS
+# pass), then creates
 # /mnt/race-done. Logs go to /mnt/guest-{listing,read,errors}.log.
 . /lib/msb-test.sh
 L=/tmp/listing.log
@@ -40,7 +43,7 @@ while :; do
   i=$((i + 1))
   now=$(cut -d. -f1 /proc/uptime)
   [ $((now - start)) -ge "$MAX_SECS" ] && break
-  [ "$i" -ge "$MIN_ITERS" ] && [ -e /mnt/race-stop ] && break
+  [ "$i" -ge "$MIN_ITERS" ] && [ $((now - start)) -ge "${MIN_SECS:-0}" ] && [ -e /mnt/race-stop ] && break
 done
 : >/mnt/race-done || fail "create race-done"
 

@@ -297,7 +297,12 @@ fn swapper(share: &Path, stop: &AtomicBool) -> u64 {
         if swaps >= 2 * MIN_SWAPS && !stop_file.exists() {
             fs::write(&stop_file, b"").expect("write race-stop");
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // Every other round leaves symlinks in place: hold them briefly and
+        // the directories longer, so a guest whose entry cache (1 s) caught
+        // a symlink gets a directory at its next lookups while the swaps
+        // still race its walk.
+        let symlinks_now = (swaps / 2) % 2 == 1;
+        std::thread::sleep(Duration::from_micros(if symlinks_now { 300 } else { 1500 }));
     }
     swaps
 }
@@ -325,6 +330,7 @@ fn guest_walk_during_dir_symlink_swaps_stays_inside() {
         .daemon(daemon)
         .env("SENT", &l.name)
         .env("MIN_ITERS", "60")
+        .env("MIN_SECS", "3")
         .env("MAX_SECS", "40")
         .timeout(Duration::from_secs(90))
         .start()

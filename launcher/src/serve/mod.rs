@@ -106,6 +106,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 
 async fn run(bound: listener::Bound, state: AppState) -> Result<(), String> {
     let listener = bound.tokio_listener()?;
+    // Handlers first: a SIGTERM that comes as soon as the first request
+    // was answered must stop the server, not kill it.
+    let stop = shutdown_signal();
     tracing::info!("listening on {}", bound.describe());
     let app = routes::router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -114,7 +117,7 @@ async fn run(bound: listener::Bound, state: AppState) -> Result<(), String> {
         let _ = rx.wait_for(|stop| *stop).await;
     });
     let server = tokio::spawn(async move { server.await });
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("stopping: no new connections; sandboxes keep running");
     // The path goes first, so a new server can bind it at once.
     bound.remove_path();
@@ -130,19 +133,23 @@ async fn run(bound: listener::Bound, state: AppState) -> Result<(), String> {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on
+/// the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 
