@@ -34,6 +34,14 @@ use crate::transport::{poll, DeferredReply, LockWaiters, ServedFs, ThreadPool};
 /// Most request queues offered to the frontend (plus the hiprio queue).
 pub const MAX_REQUEST_QUEUES: usize = 16;
 
+/// Answers served between two notifications inside one batch. Notifying
+/// after each answer keeps a guest that is awake busy but wakes a sleeping
+/// one per request; notifying once per batch lets the guest fall asleep
+/// while the batch is served (measured with `scripts/bench-daemon`, 16 in
+/// flight: every answer 1.07x virtiofsd on 4 KiB reads, once per batch
+/// 0.68x, every 4 answers 1.28x on an idle 2-CPU host).
+pub const NOTIFY_EVERY: usize = 4;
+
 /// Largest virtqueue size offered.
 pub const QUEUE_MAX_SIZE: usize = 1024;
 
@@ -136,9 +144,9 @@ impl<F: ServedFs> FsBackend<F> {
     }
 
     /// Serves the chains available now. The guest is notified (when it
-    /// asks) twice at most: after the first answer of a batch that has more
-    /// to come, so it can take that answer and queue more while the rest is
-    /// served, and once at the end for the rest.
+    /// asks) after every [`NOTIFY_EVERY`] answers while more chains wait, so
+    /// it can take those answers and queue more while the rest is served,
+    /// and once at the end.
     fn drain(&self, vring: &Vring, mem: &Arc<Mem>) {
         let mut answered = 0usize;
         let mut unsignalled = false;
@@ -168,7 +176,7 @@ impl<F: ServedFs> FsBackend<F> {
                     if req.serve() {
                         answered += 1;
                         unsignalled = true;
-                        if answered == 1 && has_available(vring, mem) {
+                        if answered.is_multiple_of(NOTIFY_EVERY) && has_available(vring, mem) {
                             signal(vring);
                             unsignalled = false;
                         }
