@@ -120,11 +120,23 @@ pub fn prepare(
     // SAFETY: geteuid/getegid take no arguments and cannot fail.
     let change_ids = unsafe { uid != libc::geteuid() || gid != libc::getegid() };
     let tty = req.tty.is_some();
+    let first_realtime = libc::SIGRTMIN();
     // SAFETY: the closure runs in the forked child before exec and makes
-    // only async-signal-safe system calls (chroot, chdir, setsid, ioctl,
-    // setgroups, setgid, setuid) on data prepared before the fork.
+    // only async-signal-safe system calls (sigaction, chroot, chdir,
+    // setsid, ioctl, setgroups, setgid, setuid) on data prepared before
+    // the fork.
     unsafe {
         cmd.pre_exec(move || {
+            // Ignored signals survive exec: a process started by an agent
+            // that was itself started with SIGINT ignored (a background job
+            // of a shell) would not stop on Ctrl-C. Every command starts
+            // with the default dispositions (std already resets the mask
+            // and SIGPIPE).
+            for sig in 1..first_realtime {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
             if let Some(r) = &chroot_to {
                 if libc::chroot(r.as_ptr()) != 0 {
                     return Err(io::Error::last_os_error());
