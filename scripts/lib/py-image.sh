@@ -31,13 +31,17 @@ if [ "$what" = layout ] && [ ! -f "$dir/layout/index.json" ]; then
   rm -rf "$dir/layout.tmp"
   blobs=$dir/layout.tmp/blobs/sha256
   mkdir -p "$blobs"
-  # Stores stdin as a blob; prints "sha256:HEX SIZE".
+  # Stores stdin as a blob; prints "sha256:HEX SIZE" once it is stored
+  # (the caller's `read` returns on that line, so nothing may follow it;
+  # each call has its own temporary file).
   put() {
-    local tmp=$dir/layout.tmp/blob.tmp hex
+    local tmp hex size
+    tmp=$(mktemp "$dir/layout.tmp/blob.XXXXXX")
     cat >"$tmp"
     hex=$(sha256sum "$tmp" | cut -d' ' -f1)
-    echo "sha256:$hex $(stat -c %s "$tmp")"
+    size=$(stat -c %s "$tmp")
     mv "$tmp" "$blobs/$hex"
+    echo "sha256:$hex $size"
   }
   lhex=$(sha256sum "$dir/rootfs.tar" | cut -d' ' -f1)
   lsize=$(stat -c %s "$dir/rootfs.tar")
