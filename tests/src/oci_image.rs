@@ -16,7 +16,7 @@ const APPLETS: &[&str] = &[
 ];
 
 /// sha256 of `path` as hex, with `sha256sum` (coreutils).
-fn sha256_file(path: &Path) -> String {
+pub fn sha256_file(path: &Path) -> String {
     let out = Command::new("sha256sum")
         .arg(path)
         .output()
@@ -29,13 +29,27 @@ fn sha256_file(path: &Path) -> String {
         .to_string()
 }
 
-/// Stores `bytes` as a blob of the layout; returns (digest, size).
-fn blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
+/// Stores `bytes` as a blob of the OCI layout at `layout`; returns
+/// (digest, size).
+pub fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
     let tmp = layout.join("blob.tmp");
     fs::write(&tmp, bytes).unwrap();
     let hex = sha256_file(&tmp);
-    fs::rename(&tmp, layout.join("blobs/sha256").join(&hex)).unwrap();
+    fs::rename(&tmp, blobs.join(&hex)).unwrap();
     (format!("sha256:{hex}"), bytes.len())
+}
+
+/// Finishes the OCI layout at `layout`: its top-level `index` and the
+/// `oci-layout` marker.
+pub fn write_index(layout: &Path, index: &serde_json::Value) {
+    fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
 }
 
 /// Writes an OCI layout at `dir` holding one image: busybox with its
@@ -86,7 +100,7 @@ pub fn busybox_layout(dir: &Path, marker: &str) {
         None,
     );
     let layer = tar.into_inner().unwrap();
-    let (layer_digest, layer_size) = blob(dir, &layer);
+    let (layer_digest, layer_size) = put_blob(dir, &layer);
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
@@ -97,7 +111,7 @@ pub fn busybox_layout(dir: &Path, marker: &str) {
         },
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     });
-    let (config_digest, config_size) = blob(dir, config.to_string().as_bytes());
+    let (config_digest, config_size) = put_blob(dir, config.to_string().as_bytes());
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -106,13 +120,12 @@ pub fn busybox_layout(dir: &Path, marker: &str) {
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
                     "digest": layer_digest, "size": layer_size}],
     });
-    let (manifest_digest, manifest_size) = blob(dir, manifest.to_string().as_bytes());
+    let (manifest_digest, manifest_size) = put_blob(dir, manifest.to_string().as_bytes());
     let index = serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
                        "digest": manifest_digest, "size": manifest_size,
                        "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
     });
-    fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    write_index(dir, &index);
 }

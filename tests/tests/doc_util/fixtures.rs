@@ -24,7 +24,8 @@ use serde_json::{json, Value};
 
 use super::extract::{commands, Example};
 use crate::image_util::registry::Registry;
-use crate::image_util::{python_layout, sha256_file, write_layout, Layer};
+use crate::image_util::{python_layout, write_layout, Layer};
+use msb_tests::oci_image::{put_blob, sha256_file, write_index};
 
 /// The registry address the docs use; examples get the test registry's.
 pub const DOCS_REGISTRY: &str = "127.0.0.1:5000";
@@ -478,17 +479,6 @@ fn alpine_layer() -> Vec<u8> {
     l.finish()
 }
 
-/// Writes blob `bytes` into `layout`; its descriptor (digest, size).
-fn blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
-    let blobs = layout.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let tmp = layout.join("blob.tmp");
-    fs::write(&tmp, bytes).unwrap();
-    let hex = sha256_file(&tmp);
-    fs::rename(&tmp, blobs.join(&hex)).unwrap();
-    (format!("sha256:{hex}"), bytes.len())
-}
-
 /// The digest the registry gives `reference` (its manifest or index as
 /// stored: `skopeo inspect --raw`, hashed).
 fn registry_digest(reference: &str) -> String {
@@ -510,19 +500,19 @@ fn registry_digest(reference: &str) -> String {
 /// An OCI layout whose `tag` is an index of two images, linux/amd64 and
 /// linux/arm64 (the same busybox layer: only pulled, never run).
 fn write_two_platform_layout(layout: &Path, tag: &str) {
-    let (layer, layer_size) = blob(layout, &alpine_layer());
+    let (layer, layer_size) = put_blob(layout, &alpine_layer());
     let diff_id = layer.clone();
     let mut manifests = Vec::new();
     for arch in ["amd64", "arm64"] {
         let config = json!({"architecture": arch, "os": "linux", "config": {},
                             "rootfs": {"type": "layers", "diff_ids": [diff_id]}});
-        let (cd, cs) = blob(layout, config.to_string().as_bytes());
+        let (cd, cs) = put_blob(layout, config.to_string().as_bytes());
         let manifest = json!({"schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
                         "digest": layer, "size": layer_size}]});
-        let (md, ms) = blob(layout, manifest.to_string().as_bytes());
+        let (md, ms) = put_blob(layout, manifest.to_string().as_bytes());
         manifests.push(
             json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": md, "size": ms, "platform": {"architecture": arch, "os": "linux"}}),
@@ -530,16 +520,11 @@ fn write_two_platform_layout(layout: &Path, tag: &str) {
     }
     let index = json!({"schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
-    let (index_digest, index_size) = blob(layout, index.to_string().as_bytes());
+    let (index_digest, index_size) = put_blob(layout, index.to_string().as_bytes());
     let top = json!({"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index_size,
         "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    fs::write(layout.join("index.json"), top.to_string()).unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    write_index(layout, &top);
 }
 
 /// Processes whose process group is `group`.

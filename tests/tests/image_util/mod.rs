@@ -111,26 +111,7 @@ impl Layer {
     }
 }
 
-/// sha256 hex of the file at `path` (coreutils' `sha256sum`).
-pub fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success(), "sha256sum {}", path.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
-    let blobs = layout.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let tmp = layout.join("blob.tmp");
-    fs::write(&tmp, bytes).unwrap();
-    let hex = sha256_file(&tmp);
-    fs::rename(&tmp, blobs.join(&hex)).unwrap();
-    (format!("sha256:{hex}"), bytes.len())
-}
+use msb_tests::oci_image::{put_blob, write_index};
 
 /// Writes an OCI layout at `layout` with one image tagged `tag`: the
 /// uncompressed `layers` (bottom first) and `config` as the config's
@@ -157,12 +138,7 @@ pub fn write_layout(layout: &Path, tag: &str, layers: &[Vec<u8>], config: Value)
     let index = json!({"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
         "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    write_index(layout, &index);
 }
 
 /// The workspace root.
