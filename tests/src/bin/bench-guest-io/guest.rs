@@ -2,10 +2,10 @@
 //! time the workload inside it, and read the timings back.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use msb_tests::qemu::{workspace_root, Daemon, GuestConfig};
+use msb_tests::guest_helper::build_static_helper;
+use msb_tests::qemu::{Daemon, GuestConfig};
 
 use crate::host_dir::process_cpu_ns;
 
@@ -61,40 +61,7 @@ pub struct Timings {
 /// Builds the static guest helper `msb-randread` into `dir` (once; rebuilt
 /// when its source is newer) and returns its path.
 pub fn build_helper(dir: &Path) -> Result<PathBuf, String> {
-    let src = workspace_root().join("tests/guest/msb-randread.rs");
-    let out = dir.join("msb-randread");
-    let newer = |a: &Path, b: &Path| -> bool {
-        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        matches!((m(a), m(b)), (Some(x), Some(y)) if x > y)
-    };
-    if out.is_file() && !newer(&src, &out) {
-        return Ok(out);
-    }
-    let status = Command::new("rustc")
-        .args([
-            "--edition",
-            "2021",
-            "-C",
-            "opt-level=2",
-            "-C",
-            "debuginfo=0",
-        ])
-        .args(["-C", "target-feature=+crt-static"])
-        .args([
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "--crate-name",
-            "msb_randread",
-        ])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .map_err(|e| format!("rustc: {e}"))?;
-    if !status.success() {
-        return Err(format!("rustc {} failed: {status}", src.display()));
-    }
-    Ok(out)
+    build_static_helper("msb-randread", dir)
 }
 
 /// The guest files every run gets: the tree's archive and the helper.
