@@ -321,3 +321,93 @@ fn large_reads_copied_by_several_threads_come_back_whole() {
         assert!(d.is_alive(), "{flags:?}: daemon died: {}", d.log_tail(2000));
     }
 }
+
+#[test]
+fn many_large_reads_in_flight_come_back_whole() {
+    // With several 1 MiB reads in flight the queue thread hands whole reads
+    // to idle copy helpers and goes on with the next: replies come back out
+    // of order, from several threads, and each must still hold the file's
+    // bytes at its own offset (unaligned ones and one past the end too).
+    use fuse_backend_rs::abi::fuse_abi::{Opcode, ReadIn};
+    use msb_tests::vhost_driver::window::wait_any;
+    use msb_tests::vhost_driver::DriverConfig;
+    use vm_memory::ByteValued;
+
+    const MIB: usize = 1 << 20;
+    const OUT_HEADER: usize = 16;
+    const SLOTS: usize = 16;
+    let len = 20 * MIB + 4321;
+    let data = pattern(len, 9);
+    for flags in [
+        &[][..],
+        &["--copy-threads", "3"][..],
+        &["--copy-threads", "1"][..],
+    ] {
+        let mut d = Daemon::start(flags).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+        fs::write(d.shared_dir().join("big"), &data).unwrap();
+        let fs = d
+            .connect_with(DriverConfig {
+                request_queues: 1,
+                queue_size: 64,
+                arena_bytes: (SLOTS * (2 * MIB)) as u64,
+                event_idx: true,
+                ..DriverConfig::default()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        let node = fs.lookup(ROOT_ID, b"big").expect("lookup big").nodeid;
+        let fh = fs.open(node, libc::O_RDONLY).expect("open big").fh;
+        let mut w = fs
+            .window(1, SLOTS, 128, (OUT_HEADER + MIB) as u32)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut checked = 0;
+        for round in 0..6usize {
+            let mut offsets = [0usize; SLOTS];
+            for (slot, at) in offsets.iter_mut().enumerate() {
+                *at = (slot * MIB + round * 4096 + slot * 7 * round) % (len + MIB / 2);
+                let body = ReadIn {
+                    fh,
+                    offset: *at as u64,
+                    size: MIB as u32,
+                    ..Default::default()
+                };
+                let (_, req) = fs.encode(Opcode::Read as u32, node, body.as_slice());
+                w.submit(slot, &req, req.len() as u32, (OUT_HEADER + MIB) as u32)
+                    .unwrap();
+            }
+            w.flush().unwrap();
+            let mut back = 0;
+            let mut reply = vec![0u8; OUT_HEADER + MIB];
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while back < SLOTS {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{flags:?}: round {round}: {back} of {SLOTS} replies in 60 s"
+                );
+                let mut done = Vec::new();
+                w.harvest(|slot, used| done.push((slot, used as usize)))
+                    .unwrap();
+                for (slot, used) in done {
+                    let at = offsets[slot];
+                    let want = &data[at.min(len)..(at + MIB).min(len)];
+                    assert_eq!(used, OUT_HEADER + want.len(), "{flags:?}: read at {at}");
+                    w.read_reply(slot, &mut reply[..used]).unwrap();
+                    let error = i32::from_ne_bytes(reply[4..8].try_into().unwrap());
+                    assert_eq!(error, 0, "{flags:?}: read at {at}");
+                    assert!(
+                        reply[OUT_HEADER..used] == *want,
+                        "{flags:?}: read at {at}: wrong bytes"
+                    );
+                    back += 1;
+                    checked += 1;
+                }
+                if back < SLOTS && !w.arm().unwrap() {
+                    wait_any(std::slice::from_ref(&w), Duration::from_secs(10)).unwrap();
+                }
+            }
+        }
+        assert_eq!(checked, 6 * SLOTS);
+        drop(w);
+        drop(fs);
+        assert!(d.is_alive(), "{flags:?}: daemon died: {}", d.log_tail(2000));
+    }
+}

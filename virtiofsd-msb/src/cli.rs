@@ -75,8 +75,9 @@ pub struct Cli {
     #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub poll_us: u64,
 
-    /// Threads that copy one large READ (256 KiB and up) into guest memory together; 0 picks
-    /// the number of CPUs, at most 4; 1 copies on the request's thread alone
+    /// Threads that copy large READs (256 KiB and up) into guest memory: one read alone is
+    /// split between them, several in flight are served whole side by side; 0 picks the
+    /// number of CPUs, at most 4; 1 copies on the queue thread alone
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub copy_threads: u64,
 
@@ -448,7 +449,7 @@ impl Cli {
             thread_pool_size: self.thread_pool_size,
             poll_window: std::time::Duration::from_micros(self.poll_us),
             copy_threads: match self.copy_threads {
-                0 => crate::filesystem::copy_crew::default_threads(),
+                0 => crate::copy_crew::default_threads(),
                 n => n as usize,
             },
             xattr: self.xattr,

@@ -302,10 +302,7 @@ fn polling_and_copy_threads() {
     let base = ["--socket-path", "/tmp/s.sock", "--shared-dir", "/srv"];
     let c = resolve(&base).unwrap();
     assert_eq!(c.poll_window, std::time::Duration::from_micros(50));
-    assert_eq!(
-        c.copy_threads,
-        crate::filesystem::copy_crew::default_threads()
-    );
+    assert_eq!(c.copy_threads, crate::copy_crew::default_threads());
     let c = resolve(&[&base[..], &["--poll-us", "0", "--copy-threads", "1"]].concat()).unwrap();
     assert!(c.poll_window.is_zero());
     assert_eq!(c.copy_threads, 1);

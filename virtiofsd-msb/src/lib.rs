@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod confinement;
+pub mod copy_crew;
 pub mod daemon;
 pub mod filesystem;
 pub mod policy;

@@ -55,6 +55,13 @@ pub trait ExtraRequests {
         lock: FileLock,
         flags: u32,
     ) -> io::Result<()>;
+
+    /// Helper threads that may serve a whole large `FUSE_READ` while the
+    /// queue thread goes on with the next request (see
+    /// [`crate::copy_crew`]); `None`: every request is served in line.
+    fn copy_crew(&self) -> Option<&crate::copy_crew::CopyCrew> {
+        None
+    }
 }
 
 /// Size of the reply header every FUSE reply starts with.

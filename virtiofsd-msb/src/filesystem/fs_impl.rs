@@ -389,6 +389,10 @@ impl FileSystem for ConfinedFs {
 }
 
 impl ExtraRequests for ConfinedFs {
+    fn copy_crew(&self) -> Option<&crate::copy_crew::CopyCrew> {
+        Some(&self.copy)
+    }
+
     fn copy_file_range(
         &self,
         ctx: &Context,

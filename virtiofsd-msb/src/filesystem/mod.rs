@@ -12,7 +12,6 @@
 //! the quota bookkeeping of every request that changes a size.
 
 mod attrs;
-pub mod copy_crew;
 mod create;
 mod dirs;
 mod entries;
@@ -79,7 +78,7 @@ pub struct FsConfig {
     /// synthetic root directory holding nothing else (`--shared-file`).
     pub single_file: Option<OsString>,
     /// Threads copying one large READ together (1: no splitting;
-    /// see [`copy_crew`]).
+    /// see [`crate::copy_crew`]).
     pub copy_threads: usize,
 }
 
@@ -98,7 +97,7 @@ impl FsConfig {
             host_permissions: HostPermissions::Private,
             quota: None,
             single_file: None,
-            copy_threads: copy_crew::default_threads(),
+            copy_threads: crate::copy_crew::default_threads(),
         }
     }
 }
@@ -118,7 +117,7 @@ pub struct ConfinedFs {
     /// The file of a single-file share (`FsConfig::single_file`).
     single: Option<single_file::SingleFile>,
     /// Helpers for large reads.
-    copy: copy_crew::CopyCrew,
+    copy: crate::copy_crew::CopyCrew,
 }
 
 impl ConfinedFs {
@@ -170,7 +169,7 @@ impl ConfinedFs {
             CachePolicy::Always => Duration::from_secs(86_400),
         };
         Ok(ConfinedFs {
-            copy: copy_crew::CopyCrew::new(config.copy_threads),
+            copy: crate::copy_crew::CopyCrew::new(config.copy_threads),
             handles: HandleTable::new(config.max_inode_fds),
             locks: locks::OwnerLocks::new((config.max_inode_fds / 4).max(1)),
             config,

@@ -19,6 +19,7 @@ use fuse_backend_rs::api::filesystem::FileSystem;
 use crate::protocol::ExtraRequests;
 
 pub mod fusedev;
+pub mod large_read;
 pub mod poll;
 pub mod vhost_user;
 pub mod vring;

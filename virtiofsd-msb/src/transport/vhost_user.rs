@@ -29,7 +29,7 @@ use vmm_sys_util::event::{
 
 use crate::protocol::{error_header, Dispatcher, Outcome, PendingLock, OUT_HEADER_LEN};
 use crate::transport::vring::KickSafeVring;
-use crate::transport::{poll, DeferredReply, LockWaiters, ServedFs, ThreadPool};
+use crate::transport::{large_read, poll, DeferredReply, LockWaiters, ServedFs, ThreadPool};
 
 /// Most request queues offered to the frontend (plus the hiprio queue).
 pub const MAX_REQUEST_QUEUES: usize = 16;
@@ -173,6 +173,9 @@ impl<F: ServedFs> FsBackend<F> {
                     });
                 }
                 None => {
+                    let Some(req) = self.offload_large_read(req, vring, mem) else {
+                        continue;
+                    };
                     if req.serve() {
                         answered += 1;
                         unsignalled = true;
@@ -187,6 +190,38 @@ impl<F: ServedFs> FsBackend<F> {
         if unsignalled {
             signal(vring);
         }
+    }
+}
+
+impl<F: ServedFs> FsBackend<F> {
+    /// Hands a large `FUSE_READ` to an idle copy helper when more chains
+    /// wait, so this thread serves them while the helper copies (several
+    /// large reads in flight are then copied by several cores; one alone is
+    /// split into pieces instead, see [`crate::copy_crew`]). Gives the
+    /// request back when it is to be served here.
+    fn offload_large_read(
+        &self,
+        req: ChainRequest<F>,
+        vring: &Vring,
+        mem: &Mem,
+    ) -> Option<ChainRequest<F>> {
+        let Some(crew) = self.dispatcher.fs().copy_crew() else {
+            return Some(req);
+        };
+        if !large_read::is_large_read(mem, &req.chain) || !has_available(vring, mem) {
+            return Some(req);
+        }
+        let vring = vring.clone();
+        let task = Box::new(move || {
+            if req.serve() {
+                signal(&vring);
+            }
+        });
+        if let Err(task) = crew.try_offload(task) {
+            // No helper idle: served here, now.
+            task();
+        }
+        None
     }
 }
 

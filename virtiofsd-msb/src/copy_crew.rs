@@ -1,20 +1,30 @@
-//! Large reads copied by several threads at once.
+//! Helper threads for large reads.
 //!
 //! A 1 MiB `FUSE_READ` is one `preadv` from the page cache into guest
-//! memory: a memory copy, bound by what one core can move. [`CopyCrew`]
-//! cuts such a request into page-aligned pieces at consecutive file
-//! offsets, hands all pieces but the first to helper threads, copies the
-//! first on the request's own thread, and waits for every piece before it
-//! answers. The guest sees one request served as if by one call: the count
-//! is the length of the prefix that was copied without a gap (a short
-//! piece, at the end of the file, ends it; what later pieces read is not
-//! reported).
+//! memory: a memory copy, bound by what one core can move. A [`CopyCrew`]
+//! is a few helper threads that take some of that copying off a queue
+//! thread, in one of two ways:
+//! - **pieces** (one large read at a time, e.g. one request in flight):
+//!   the request is cut into page-aligned pieces at consecutive file
+//!   offsets; idle helpers copy all pieces but the first, the request's own
+//!   thread the first, and it waits for every piece before it answers. The
+//!   guest sees one request served as if by one call: the count is the
+//!   length of the prefix that was copied without a gap (a short piece, at
+//!   the end of the file, ends it; what later pieces read is not reported);
+//! - **whole requests** (several in flight): the transport hands a large
+//!   read to an idle helper with [`CopyCrew::try_offload`] and goes on with
+//!   the next request; the helper answers it. No thread waits for another.
 //!
-//! Writes are not split: the kernel serializes the writes to one file on
-//! its inode lock, so split pieces only wait for each other (measured with
-//! `scripts/bench-daemon`: 1 MiB writes split in two ran at 0.8x of one
-//! `pwritev`), and a split write that failed half-way would leave data past
-//! what it reports.
+//! A job is only ever handed to a helper that was idle (claimed first), so
+//! a piece never waits in line behind a whole request and a helper that
+//! serves a request may itself split it onto other idle helpers without
+//! deadlock.
+//!
+//! Writes are neither split nor moved: the kernel serializes the writes to
+//! one file on its inode lock, so split pieces only wait for each other
+//! (measured with `scripts/bench-daemon`: 1 MiB writes split in two ran at
+//! 0.8x of one `pwritev`), and a split write that failed half-way would
+//! leave data past what it reports.
 //!
 //! Helper threads start on the first large read (after the daemon's
 //! walls went up: the system call filter allows threads) and live as long
@@ -23,6 +33,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -108,11 +119,19 @@ fn advance(iov: &mut Vec<libc::iovec>, mut n: usize) {
     iov.drain(..whole);
 }
 
-/// A piece for a helper and where its result goes.
-struct Job {
-    piece: Piece,
-    index: usize,
-    done: SyncSender<(usize, io::Result<usize>)>,
+/// A whole request a helper serves on its own.
+pub type Task = Box<dyn FnOnce() + Send + 'static>;
+
+/// Work for a helper.
+enum Job {
+    /// A piece of a split read and where its result goes.
+    Piece {
+        piece: Piece,
+        index: usize,
+        done: SyncSender<(usize, io::Result<usize>)>,
+    },
+    /// A whole request.
+    Task(Task),
 }
 
 /// The helper threads of one filesystem, started on first use.
@@ -120,6 +139,8 @@ pub struct CopyCrew {
     /// Threads copying one request, the request's own included.
     threads: usize,
     jobs: OnceLock<Option<Sender<Job>>>,
+    /// Helpers waiting for a job and not yet claimed.
+    idle: Arc<AtomicUsize>,
 }
 
 impl CopyCrew {
@@ -129,7 +150,43 @@ impl CopyCrew {
         CopyCrew {
             threads: threads.max(1),
             jobs: OnceLock::new(),
+            idle: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Whether a helper would take a job now (the helpers start on the
+    /// first call).
+    pub fn has_idle_helper(&self) -> bool {
+        self.threads > 1 && self.sender().is_some() && self.idle.load(Ordering::Acquire) > 0
+    }
+
+    /// Hands `task` to an idle helper; gives it back when none is idle (the
+    /// caller runs it itself).
+    pub fn try_offload(&self, task: Task) -> Result<(), Task> {
+        let Some(jobs) = self.sender() else {
+            return Err(task);
+        };
+        if self.claim(1) == 0 {
+            return Err(task);
+        }
+        match jobs.send(Job::Task(task)) {
+            // No helper left to receive it.
+            Err(mpsc::SendError(Job::Task(task))) => Err(task),
+            _ => Ok(()),
+        }
+    }
+
+    /// Claims up to `want` idle helpers; returns how many it got. Every
+    /// job sent must have been claimed, so it starts at once.
+    fn claim(&self, want: usize) -> usize {
+        let mut got = 0;
+        let _ = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |idle| {
+                got = idle.min(want);
+                (got > 0).then(|| idle - got)
+            });
+        got
     }
 
     /// `file` as seen by a transport's zero-copy writer: large vectored
@@ -150,9 +207,10 @@ impl CopyCrew {
         let mut started = 0;
         for i in 1..self.threads {
             let rx = rx.clone();
+            let idle = self.idle.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("copy-{i}"))
-                .spawn(move || helper(&rx));
+                .spawn(move || helper(&rx, &idle));
             match spawned {
                 Ok(_) => started += 1,
                 Err(e) => tracing::warn!("cannot start a copy thread: {e}"),
@@ -170,21 +228,30 @@ impl CopyCrew {
             return None;
         }
         let jobs = self.sender()?;
-        let mut pieces = cut(fd, bufs, offset, self.threads);
+        let helpers = self.claim(self.threads - 1);
+        if helpers == 0 {
+            return None;
+        }
+        let mut pieces = cut(fd, bufs, offset, helpers + 1);
         let lens: Vec<usize> = pieces.iter().map(Piece::len).collect();
         let first = pieces.remove(0);
         let (done_tx, done_rx) = mpsc::sync_channel(pieces.len());
         let mut results: Vec<Option<io::Result<usize>>> =
             (0..=pieces.len()).map(|_| None).collect();
+        // `cut` may make fewer pieces than asked: unused claims go back.
+        if helpers > pieces.len() {
+            self.idle
+                .fetch_add(helpers - pieces.len(), Ordering::AcqRel);
+        }
         for (i, piece) in pieces.into_iter().enumerate() {
-            let job = Job {
+            let job = Job::Piece {
                 piece,
                 index: i + 1,
                 done: done_tx.clone(),
             };
-            if let Err(mpsc::SendError(job)) = jobs.send(job) {
+            if let Err(mpsc::SendError(Job::Piece { piece, index, .. })) = jobs.send(job) {
                 // No helper left: copy it here.
-                results[job.index] = Some(job.piece.copy());
+                results[index] = Some(piece.copy());
             }
         }
         drop(done_tx);
@@ -197,17 +264,24 @@ impl CopyCrew {
     }
 }
 
-/// A helper: copies pieces until the crew is dropped.
-fn helper(jobs: &Mutex<Receiver<Job>>) {
+/// A helper: does jobs until the crew is dropped. It counts itself idle
+/// before it waits; whoever sends it a job has claimed it (uncounted it).
+fn helper(jobs: &Mutex<Receiver<Job>>, idle: &AtomicUsize) {
     loop {
+        idle.fetch_add(1, Ordering::AcqRel);
         let job = {
             let rx = jobs.lock().unwrap_or_else(|p| p.into_inner());
             rx.recv()
         };
-        let Ok(job) = job else { return };
-        let result = job.piece.copy();
-        // The submitter waits for this; it cannot have gone.
-        let _ = job.done.send((job.index, result));
+        match job {
+            Err(_) => return,
+            Ok(Job::Task(task)) => task(),
+            Ok(Job::Piece { piece, index, done }) => {
+                let result = piece.copy();
+                // The submitter waits for this; it cannot have gone.
+                let _ = done.send((index, result));
+            }
+        }
     }
 }
 

@@ -34,11 +34,22 @@ fn temp_with(data: &[u8]) -> (tempfile::TempDir, File) {
 
 const ODD: [usize; 4] = [4096, 300_000, 1, 1_000_000];
 
+/// Starts `crew`'s helpers and waits until `n` of them wait for work.
+fn wait_idle(crew: &CopyCrew, n: usize) {
+    assert!(crew.sender().is_some(), "no helper started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crew.idle.load(Ordering::Acquire) < n {
+        assert!(std::time::Instant::now() < deadline, "helpers never idle");
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn a_split_read_returns_what_one_read_would() {
     let data = pattern(2 << 20, 7);
     let (_dir, mut f) = temp_with(&data);
     let crew = CopyCrew::new(3);
+    wait_idle(&crew, 2);
     let total: usize = ODD.iter().sum();
     let mut buf = vec![0u8; total];
     let n = crew
@@ -52,12 +63,13 @@ fn a_split_read_returns_what_one_read_would() {
 #[test]
 fn a_split_read_past_the_end_is_short() {
     let data = pattern(700 * 1024 + 3, 1);
-    let (_dir, mut f) = temp_with(&data);
+    let (_dir, f) = temp_with(&data);
     let crew = CopyCrew::new(4);
+    wait_idle(&crew, 3);
     let mut buf = vec![0u8; 1 << 20];
     let n = crew
-        .file(&mut f)
-        .read_vectored_at_volatile(&slices(&mut buf, &[1 << 20]), 0)
+        .run(f.as_raw_fd(), &slices(&mut buf, &[1 << 20]), 0)
+        .expect("idle helpers: the read is split")
         .unwrap();
     assert_eq!(n, data.len());
     assert_eq!(buf[..n], data[..]);
@@ -76,6 +88,55 @@ fn small_requests_and_a_crew_of_one_are_not_split() {
     assert!(CopyCrew::new(2)
         .run(f.as_raw_fd(), &s, u64::MAX - 10)
         .is_none());
+}
+
+#[test]
+fn a_task_runs_on_an_idle_helper() {
+    let crew = CopyCrew::new(2);
+    wait_idle(&crew, 1);
+    let (tx, rx) = mpsc::channel();
+    let task: Task = Box::new(move || {
+        let _ = tx.send(std::thread::current().name().map(str::to_owned));
+    });
+    assert!(crew.try_offload(task).is_ok());
+    let name = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(name.as_deref(), Some("copy-1"));
+}
+
+#[test]
+fn a_busy_crew_gives_tasks_back_and_reads_alone() {
+    let data = pattern(MIN_SPLIT * 2, 5);
+    let (_dir, f) = temp_with(&data);
+    let crew = CopyCrew::new(2);
+    wait_idle(&crew, 1);
+    let (release, hold) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel::<()>();
+    let blocker: Task = Box::new(move || {
+        let _ = started_tx.send(());
+        let _ = hold.recv();
+    });
+    assert!(crew.try_offload(blocker).is_ok());
+    started.recv().unwrap();
+    // The only helper is busy: a second task comes back, a large read is
+    // not split (its piece would wait behind the task).
+    let (ran_tx, ran) = mpsc::channel::<()>();
+    let task: Task = Box::new(move || {
+        let _ = ran_tx.send(());
+    });
+    let back = crew.try_offload(task).expect_err("no helper is idle");
+    let mut buf = vec![0u8; MIN_SPLIT * 2];
+    assert!(crew
+        .run(f.as_raw_fd(), &slices(&mut buf, &[MIN_SPLIT * 2]), 0)
+        .is_none());
+    back();
+    ran.recv().unwrap();
+    release.send(()).unwrap();
+    wait_idle(&crew, 1);
+    let n = crew
+        .run(f.as_raw_fd(), &slices(&mut buf, &[MIN_SPLIT * 2]), 0)
+        .expect("the helper is idle again: the read is split")
+        .unwrap();
+    assert_eq!(buf[..n], data[..]);
 }
 
 #[test]
