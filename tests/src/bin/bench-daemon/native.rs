@@ -1,5 +1,12 @@
 //! The same operations as plain syscalls in this process: what the host
 //! filesystem can do without any daemon, one thread per "queue".
+//!
+//! A daemon with `depth` requests in flight copies data into (reads) or
+//! out of (writes) `depth` different guest buffers in turn, and for 1 MiB
+//! requests those no longer fit in the CPU's caches; so a native thread
+//! cycles through as many buffers of the request's size as a daemon figure
+//! has requests in flight, and the native figure at that depth is the
+//! same copying with no daemon.
 
 use std::ffi::CString;
 use std::io;
@@ -40,14 +47,19 @@ struct Files {
     read_file: OwnedFd,
     write_file: OwnedFd,
     scratch: OwnedFd,
+    /// `depth` buffers of the largest request size, back to back.
     buf: Vec<u8>,
+    /// How many buffers it cycles through.
+    depth: usize,
+    /// The buffer the next read or write uses.
+    slot: usize,
     offsets: Offsets,
     created: u64,
     thread: usize,
 }
 
 impl Files {
-    fn open(share: &Path, thread: usize) -> io::Result<Files> {
+    fn open(share: &Path, thread: usize, depth: usize) -> io::Result<Files> {
         let root = open_at(
             libc::AT_FDCWD,
             &share.to_string_lossy(),
@@ -60,7 +72,9 @@ impl Files {
             read_file: open_at(r, fixture::READ_FILE, libc::O_RDWR)?,
             write_file: open_at(r, fixture::WRITE_FILE, libc::O_RDWR)?,
             scratch: open_at(r, fixture::SCRATCH_DIR, libc::O_PATH | libc::O_DIRECTORY)?,
-            buf: vec![0x5a; LARGE_IO as usize],
+            buf: vec![0x5a; LARGE_IO as usize * depth.max(1)],
+            depth: depth.max(1),
+            slot: 0,
             offsets: Offsets::new(thread as u64 + 1),
             created: 0,
             thread,
@@ -90,7 +104,8 @@ impl Files {
             Op::Read4k | Op::Read1m | Op::Write4k | Op::Write1m => {
                 let size = op.io_size() as usize;
                 let at = self.offsets.next(op) as libc::off_t;
-                let buf = self.buf.as_mut_ptr().cast();
+                self.slot = (self.slot + 1) % self.depth;
+                let buf = self.buf[self.slot * size..].as_mut_ptr().cast();
                 // SAFETY: `buf` holds at least `size` bytes; valid fds.
                 let n = unsafe {
                     if op.is_write() {
@@ -159,8 +174,14 @@ impl Files {
     }
 }
 
-/// Runs `op` on `threads` threads.
-pub fn run(share: &Path, op: Op, threads: usize, timing: Timing) -> Result<Figure, String> {
+/// Runs `op` on `threads` threads, each cycling through `depth` buffers.
+pub fn run(
+    share: &Path,
+    op: Op,
+    threads: usize,
+    depth: usize,
+    timing: Timing,
+) -> Result<Figure, String> {
     let t0 = Instant::now() + timing.warmup;
     let t1 = t0 + timing.measure;
     let record = threads == 1;
@@ -168,7 +189,7 @@ pub fn run(share: &Path, op: Op, threads: usize, timing: Timing) -> Result<Figur
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    let mut files = Files::open(share, t)?;
+                    let mut files = Files::open(share, t, depth)?;
                     let (mut count, mut lat) = (0.0, Vec::new());
                     loop {
                         let start = Instant::now();

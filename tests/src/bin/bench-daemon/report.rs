@@ -10,7 +10,8 @@ use crate::pipeline::{Figure, Frontend};
 use crate::runner::{Backend, Daemons};
 
 /// (operation, request queues, requests in flight per queue, backend);
-/// native figures have depth 0 (they are synchronous).
+/// a native figure's depth is the number of buffers its thread cycles
+/// through (its calls are synchronous).
 type Key = (Op, usize, usize, Backend);
 
 /// Every figure of a run, by round.
@@ -68,7 +69,6 @@ impl Results {
         round: usize,
         fig: Figure,
     ) {
-        let depth = if backend == Backend::Native { 0 } else { depth };
         self.figures
             .entry((op, queues, depth, backend))
             .or_default()
@@ -161,8 +161,8 @@ impl Results {
             for (q, d) in self.configs(op) {
                 let ours = (op, q, d, Backend::Ours);
                 let theirs = (op, 1, d, Backend::Virtiofsd);
-                let native_q = (op, q, 0, Backend::Native);
-                let native_1 = (op, 1, 0, Backend::Native);
+                let native_q = (op, q, d, Backend::Native);
+                let native_1 = (op, 1, d, Backend::Native);
                 let _ = writeln!(
                     s,
                     "| {} | {q} | {d} | {} | {} | {} | {} | {} | {} |",
@@ -239,7 +239,7 @@ impl Results {
                 s,
                 "| {} | {} | {} | {} |",
                 op.label(),
-                pair((op, 1, 0, Backend::Native)),
+                pair((op, 1, 1, Backend::Native)),
                 pair((op, 1, 1, Backend::Virtiofsd)),
                 pair((op, 1, 1, Backend::Ours)),
             );
@@ -304,7 +304,8 @@ pub fn render(results: &Results, args: &Args, fixture: &str) -> String {
         s,
         "Host kernel {}, {cpus} CPUs, files on {fixture}; medians of {} rounds, {} ms measured \
          per figure after {} ms warm-up, a fresh daemon per figure; ratios are medians of \
-         same-round ratios.\n\
+         same-round ratios; native: one thread per queue cycling through as many buffers as \
+         requests in flight.\n\
          virtiofsd flags: `{}`; virtiofsd-msb flags: `{}`; the frontend {}.\n",
         kernel.trim(),
         args.plan.repeats,

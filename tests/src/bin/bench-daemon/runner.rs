@@ -88,7 +88,7 @@ impl Bench {
         // SAFETY: sync(2) has no arguments and cannot fail.
         unsafe { libc::sync() };
         let (bin, args) = match backend {
-            Backend::Native => return native::run(&self.share, op, queues, self.timing),
+            Backend::Native => return native::run(&self.share, op, queues, depth, self.timing),
             Backend::Virtiofsd => (&self.daemons.virtiofsd, &self.daemons.virtiofsd_args),
             Backend::Ours => (&self.daemons.ours, &self.daemons.ours_args),
             Backend::Variant(i) => match self.daemons.variants.get(i) {
@@ -142,16 +142,14 @@ pub fn run_plan(bench: &Bench, plan: &Plan) -> Result<Results, String> {
     for round in 0..plan.repeats {
         for &op in &plan.ops {
             for &queues in &plan.queues {
-                for (di, &depth) in plan.depths.iter().enumerate() {
+                for &depth in &plan.depths {
                     let mut backends = vec![Backend::Ours];
                     let variants = bench.daemons.variants.len();
                     backends.extend((0..variants).map(Backend::Variant));
                     if queues == 1 {
                         backends.push(Backend::Virtiofsd);
                     }
-                    if di == 0 {
-                        backends.push(Backend::Native);
-                    }
+                    backends.push(Backend::Native);
                     let turn = round % backends.len();
                     backends.rotate_left(turn);
                     for backend in backends {
