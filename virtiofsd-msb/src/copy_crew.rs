@@ -154,10 +154,10 @@ impl CopyCrew {
         }
     }
 
-    /// Whether a helper would take a job now (the helpers start on the
-    /// first call).
+    /// Whether a helper waits for work now. Helpers start with the first
+    /// large read split into pieces; until then this is false.
     pub fn has_idle_helper(&self) -> bool {
-        self.threads > 1 && self.sender().is_some() && self.idle.load(Ordering::Acquire) > 0
+        self.jobs.get().is_some_and(Option::is_some) && self.idle.load(Ordering::Acquire) > 0
     }
 
     /// Hands `task` to an idle helper; gives it back when none is idle (the

@@ -93,7 +93,12 @@ fn small_requests_and_a_crew_of_one_are_not_split() {
 #[test]
 fn a_task_runs_on_an_idle_helper() {
     let crew = CopyCrew::new(2);
+    assert!(
+        !crew.has_idle_helper(),
+        "helpers start with the first split"
+    );
     wait_idle(&crew, 1);
+    assert!(crew.has_idle_helper());
     let (tx, rx) = mpsc::channel();
     let task: Task = Box::new(move || {
         let _ = tx.send(std::thread::current().name().map(str::to_owned));
@@ -123,6 +128,7 @@ fn a_busy_crew_gives_tasks_back_and_reads_alone() {
     let task: Task = Box::new(move || {
         let _ = ran_tx.send(());
     });
+    assert!(!crew.has_idle_helper());
     let back = crew.try_offload(task).expect_err("no helper is idle");
     let mut buf = vec![0u8; MIN_SPLIT * 2];
     assert!(crew

@@ -208,7 +208,12 @@ impl<F: ServedFs> FsBackend<F> {
         let Some(crew) = self.dispatcher.fs().copy_crew() else {
             return Some(req);
         };
-        if !large_read::is_large_read(mem, &req.chain) || !has_available(vring, mem) {
+        // Cheapest test first: small requests at depth never get here
+        // while no large read has started the helpers.
+        if !crew.has_idle_helper()
+            || !has_available(vring, mem)
+            || !large_read::is_large_read(mem, &req.chain)
+        {
             return Some(req);
         }
         let vring = vring.clone();
