@@ -18,6 +18,7 @@ use fuse_backend_rs::api::filesystem::FileSystem;
 
 use crate::protocol::ExtraRequests;
 
+pub mod fast_path;
 pub mod fusedev;
 pub mod large_read;
 pub mod poll;
