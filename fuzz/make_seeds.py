@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the three fuzz targets (fuzz/corpus/*/seed-*).
+"""Writes the seed corpus of the four fuzz targets (fuzz/corpus/*/seed-*).
 
 FUSE requests follow the kernel's struct layouts (linux/fuse.h, 7.36);
 agent frames follow guest-init/src/protocol.rs; layers are small tar
@@ -104,6 +104,28 @@ seqs = {
 }
 for k, v in seqs.items():
     out("fuse_request", k, b"".join(v))
+
+# ---- virtio chains ----------------------------------------------------
+# One operation: kind, size/17, offset, flags, header length delta, then the
+# readable cuts and the writable descriptor lengths/16 (virtio_chain.rs).
+def chain_op(kind, size_units, offset, cuts, replies, flags=0, delta=0, fh=None, node=None):
+    b = struct.pack("<BHIIb", kind, size_units, offset, flags, delta)
+    if fh is not None:
+        b += struct.pack("<H", fh)
+    if node is not None:
+        b += struct.pack("<H", node)
+    b += struct.pack("<B", len(cuts)) + b"".join(struct.pack("<H", c) for c in cuts)
+    b += struct.pack("<B", len(replies)) + b"".join(struct.pack("<H", r) for r in replies)
+    return b
+
+out("virtio_chain", "read-4k", chain_op(0, 241, 0, [], [258]))
+out("virtio_chain", "write-4k", chain_op(1, 241, 100, [40, 80], [2]))
+out("virtio_chain", "read-pieces", chain_op(0, 3628, 4095, [7, 79], [1, 16, 300, 4000, 100]))
+out("virtio_chain", "mixed", chain_op(0, 100, 250000, [], [200]) +
+    chain_op(1, 60, 262000, [], [2, 2]) + chain_op(16, 10, 0, [], [50], delta=-3) +
+    chain_op(4, 10, 0, [], [50], fh=999) + chain_op(8 | 1, 10, 0, [], [50], node=7))
+out("virtio_chain", "raw", struct.pack("<BH", 3, 80) + req("GETATTR", 1, b"\0" * 40)[:80] +
+    struct.pack("<BB", 0, 1) + struct.pack("<H", 20))
 
 # ---- agent frames -----------------------------------------------------
 KIND = dict(Hello=1, Ping=2, Exec=3, Stdin=4, Resize=5, Signal=6, Shutdown=7,

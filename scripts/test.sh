@@ -6,7 +6,7 @@
 #   3. release build of every binary (the tests run the real daemon)
 #   4. cargo test --workspace --release: unit tests, the vhost-user driver
 #      tests, real QEMU guests, pjdfstest and fsx through the host FUSE mode.
-#   5. a 60-second fuzz smoke run (fuzz/: 20 s per cargo-fuzz target).
+#   5. an 80-second fuzz smoke run (fuzz/: 20 s per cargo-fuzz target).
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test fsx`).
 set -euo pipefail
 
@@ -36,7 +36,7 @@ step "fuzz smoke run: 20 s per target (fuzz/, cargo-fuzz on nightly)"
 if cargo +nightly --version >/dev/null 2>&1; then
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' EXIT
-  for target in fuse_request agent_frame oci_layer; do
+  for target in fuse_request virtio_chain agent_frame oci_layer; do
     # New inputs go to the scratch dir; the corpus in the repo is only read.
     mkdir -p "$scratch/$target"
     (cd fuzz && cargo +nightly fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
