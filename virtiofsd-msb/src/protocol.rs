@@ -546,6 +546,22 @@ pub(crate) mod tests {
     }
 
     /// Builds a FUSE request: header (with `len` filled in) and body.
+    /// A write lock on all of handle 1 for `owner`.
+    pub(crate) fn whole_file_write_lock(owner: u64) -> LkIn {
+        LkIn {
+            fh: 1,
+            owner,
+            lk: fuse_backend_rs::abi::fuse_abi::FileLock {
+                start: 0,
+                end: u64::MAX,
+                type_: libc::F_WRLCK as u32,
+                pid: 1,
+            },
+            lk_flags: 0,
+            padding: 0,
+        }
+    }
+
     pub(crate) fn request(opcode: u32, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
         let h = InHeader {
             len: (size_of::<InHeader>() + body.len()) as u32,
@@ -728,18 +744,7 @@ pub(crate) mod tests {
     fn setlkw_uncontended_replies_at_once_and_contended_defers() {
         let d = dispatcher();
         init(&d);
-        let lk = LkIn {
-            fh: 1,
-            owner: 42,
-            lk: fuse_backend_rs::abi::fuse_abi::FileLock {
-                start: 0,
-                end: u64::MAX,
-                type_: libc::F_WRLCK as u32,
-                pid: 1,
-            },
-            lk_flags: 0,
-            padding: 0,
-        };
+        let lk = whole_file_write_lock(42);
         let (o, got) = roundtrip(&d, request(OP_SETLKW, 20, 2, lk.as_slice()));
         assert!(
             matches!(

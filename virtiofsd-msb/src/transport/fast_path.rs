@@ -300,6 +300,35 @@ impl<'m> Cursor<'m> {
     }
 }
 
+impl<'m> Cursor<'m> {
+    /// Moves up to `count` bytes between the file and the next slices with
+    /// `io` (a vectored read or write at an offset) and consumes them.
+    fn transfer(
+        &mut self,
+        count: usize,
+        io: impl FnOnce(&[FileVolatileSlice<'m>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let bufs = self.next(count);
+        if bufs.is_empty() {
+            return Ok(0);
+        }
+        let n = io(&bufs)?;
+        self.advance(n);
+        Ok(n)
+    }
+
+    /// Copies between a buffer and the first slice with `copy` (which
+    /// returns the bytes it copied) and consumes them.
+    fn copy_first(&mut self, copy: impl FnOnce(&VolatileSlice<'m, ()>) -> usize) -> usize {
+        let Some(first) = self.slices.first() else {
+            return 0;
+        };
+        let n = copy(first);
+        self.advance(n);
+        n
+    }
+}
+
 impl ZeroCopyWriter for Cursor<'_> {
     fn write_from(
         &mut self,
@@ -307,13 +336,7 @@ impl ZeroCopyWriter for Cursor<'_> {
         count: usize,
         off: u64,
     ) -> io::Result<usize> {
-        let bufs = self.next(count);
-        if bufs.is_empty() {
-            return Ok(0);
-        }
-        let n = f.read_vectored_at_volatile(&bufs, off)?;
-        self.advance(n);
-        Ok(n)
+        self.transfer(count, |bufs| f.read_vectored_at_volatile(bufs, off))
     }
 
     fn available_bytes(&self) -> usize {
@@ -323,13 +346,11 @@ impl ZeroCopyWriter for Cursor<'_> {
 
 impl io::Write for Cursor<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let Some(first) = self.slices.first() else {
-            return Ok(0);
-        };
-        let n = first.len().min(buf.len());
-        first.copy_from(&buf[..n]);
-        self.advance(n);
-        Ok(n)
+        Ok(self.copy_first(|s| {
+            let n = s.len().min(buf.len());
+            s.copy_from(&buf[..n]);
+            n
+        }))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -344,24 +365,13 @@ impl ZeroCopyReader for Cursor<'_> {
         count: usize,
         off: u64,
     ) -> io::Result<usize> {
-        let bufs = self.next(count);
-        if bufs.is_empty() {
-            return Ok(0);
-        }
-        let n = f.write_vectored_at_volatile(&bufs, off)?;
-        self.advance(n);
-        Ok(n)
+        self.transfer(count, |bufs| f.write_vectored_at_volatile(bufs, off))
     }
 }
 
 impl io::Read for Cursor<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(first) = self.slices.first() else {
-            return Ok(0);
-        };
-        let n = first.copy_to(buf);
-        self.advance(n);
-        Ok(n)
+        Ok(self.copy_first(|s| s.copy_to(buf)))
     }
 }
 

@@ -2,8 +2,8 @@
 //! through `FsBackend`.
 
 use super::*;
-use crate::protocol::tests::{request, TinyFs};
-use fuse_backend_rs::abi::fuse_abi::{InitIn, LkIn, Opcode};
+use crate::protocol::tests::{request, whole_file_write_lock, TinyFs};
+use fuse_backend_rs::abi::fuse_abi::{InitIn, Opcode};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
@@ -193,18 +193,7 @@ fn contended_lock_does_not_block_the_queue() {
         .fs()
         .locked
         .store(true, Ordering::SeqCst);
-    let lk = LkIn {
-        fh: 1,
-        owner: 9,
-        lk: fuse_backend_rs::abi::fuse_abi::FileLock {
-            start: 0,
-            end: u64::MAX,
-            type_: libc::F_WRLCK as u32,
-            pid: 1,
-        },
-        lk_flags: 0,
-        padding: 0,
-    };
+    let lk = whole_file_write_lock(9);
     let lock_reply = r.push(&request(Opcode::Setlkw as u32, 2, 2, lk.as_slice()), 64);
     r.push(&request(Opcode::Getattr as u32, 3, 1, &[0u8; 16]), 256);
     r.backend.process_queue(&r.vring).unwrap();
