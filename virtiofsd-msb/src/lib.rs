@@ -10,7 +10,9 @@
 //!   quota, consulted by the filesystem;
 //! - [`confinement`]: the one place host paths are resolved;
 //! - [`sandbox`], [`seccomp`], [`walls`]: the process sandbox, system call
-//!   filter and privilege drop around all of it.
+//!   filter and privilege drop around all of it;
+//! - [`copy_crew`]: helper threads that copy large reads, for the
+//!   transport (whole requests) and the filesystem (pieces of one).
 
 pub mod cli;
 pub mod confinement;

@@ -3,9 +3,14 @@
 //! - [`vhost_user`]: the vhost-user-fs backend a VMM connects to, one worker
 //!   thread per virtqueue;
 //! - [`fusedev`]: a host `/dev/fuse` mount, for testing the filesystem with
-//!   stock tools without a VM.
+//!   stock tools without a VM;
+//! - [`fast_path`]: READ and WRITE served straight from a descriptor chain
+//!   (vhost-user), [`large_read`]: spotting a large READ to hand to a copy
+//!   helper, [`poll`]: adaptive polling of a queue before its thread sleeps.
 //!
-//! Both hand each request to [`crate::protocol::Dispatcher`]. This module holds
+//! Both hand each request to [`crate::protocol::Dispatcher`] (vhost-user
+//! READ and WRITE in the plain shape go to the filesystem from
+//! [`fast_path`]). This module holds
 //! what they share: the bound for threads waiting on contended locks and the
 //! optional fixed request thread pool.
 
