@@ -50,7 +50,7 @@ const PIECE_ALIGN: usize = 4096;
 const MAX_DEFAULT_THREADS: usize = 4;
 
 /// The number of copying threads when the command line says nothing: the
-/// CPUs this process may run on, at most [`MAX_DEFAULT_THREADS`].
+/// CPUs this process may run on, at most `MAX_DEFAULT_THREADS` (4).
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
