@@ -13,13 +13,14 @@
 //!
 //! Only requests in the plain shape take this path: the readable part
 //! first, exactly `len` bytes as the header says (and, for a WRITE, exactly
-//! its data after the fixed part), the reply header inside the first
-//! writable descriptor, at most [`MAX_SEGMENTS`] descriptors per side, a
-//! READ no larger than its reply buffer. Anything else, malformed or just
-//! unusual, returns `None` and takes the general path, which answers it as
-//! before.
+//! its data after the fixed part), room for the whole reply in the writable
+//! part, every descriptor inside guest memory, a READ no larger than its
+//! reply buffer. Descriptors may be cut anywhere (a Linux guest gives the
+//! reply header and a WRITE's `fuse_write_out` a descriptor each, and every
+//! data page one). Anything else, malformed or just unusual, returns `None`
+//! and takes the general path, which answers it as before.
 
-use std::io;
+use std::io::{self, Write};
 use std::mem::size_of;
 use std::panic::{self, AssertUnwindSafe};
 
@@ -36,8 +37,9 @@ use vm_memory::{ByteValued, GuestMemory, GuestMemoryMmap, VolatileSlice};
 
 use crate::transport::ServedFs;
 
-/// Most descriptors on either side of a chain this path takes.
-pub const MAX_SEGMENTS: usize = 8;
+/// Descriptors per side kept on the stack; longer chains spill to the heap
+/// (one allocation, still fewer than the general path's).
+pub const INLINE_SEGMENTS: usize = 8;
 
 /// Longest request the general path takes: fuse-backend-rs answers a
 /// longer one ENOMEM (its `MAX_BUFFER_SIZE` plus one page of headers).
@@ -48,7 +50,7 @@ const FIXED_LEN: usize = size_of::<InHeader>() + size_of::<ReadIn>();
 const _: () = assert!(size_of::<ReadIn>() == size_of::<WriteIn>());
 
 type Mem = GuestMemoryMmap<()>;
-type Slices<'m> = SmallVec<[VolatileSlice<'m, ()>; MAX_SEGMENTS]>;
+type Slices<'m> = SmallVec<[VolatileSlice<'m, ()>; INLINE_SEGMENTS]>;
 
 /// Serves `chain` if it is a READ or WRITE in the plain shape; returns the
 /// length the device wrote (for the used ring), or `None` when the general
@@ -63,7 +65,12 @@ where
     if header.len as usize != parts.readable || parts.readable > MAX_REQUEST_LEN {
         return None;
     }
-    let reply = parts.reply.first()?;
+    // Room for at least an error reply, checked before any filesystem call
+    // (a declined request is served again by the general path).
+    let reply_room: usize = parts.reply.iter().map(|s| s.len()).sum();
+    if reply_room < size_of::<OutHeader>() {
+        return None;
+    }
     tracing::trace!(
         opcode = header.opcode,
         unique = header.unique,
@@ -96,7 +103,7 @@ where
     } else if header.opcode == Opcode::Write as u32 {
         let args: WriteIn = decode(body);
         let data = Cursor::new(parts.data, 0)?;
-        if args.size as usize != data.remaining() || reply.len() < REPLY_WITH_WRITE_OUT {
+        if args.size as usize != data.remaining() || reply_room < REPLY_WITH_WRITE_OUT {
             return None;
         }
         let owner = (args.fuse_flags & WRITE_LOCKOWNER != 0).then_some(args.lock_owner);
@@ -120,7 +127,7 @@ where
     } else {
         return None;
     };
-    Some(reply_to(reply, header.unique, answered))
+    Some(reply_to(parts.reply, header.unique, answered))
 }
 
 /// Length of an OutHeader followed by a WriteOut.
@@ -136,13 +143,9 @@ fn guarded(call: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
 }
 
 /// Writes the reply header (and a WriteOut for a write) at the start of
-/// `reply`; returns the reply's length. `answered` is (bytes read, bytes
-/// written) or the error.
-fn reply_to(
-    reply: &VolatileSlice<'_, ()>,
-    unique: u64,
-    answered: io::Result<(usize, Option<usize>)>,
-) -> u32 {
+/// the writable descriptors (which have room for them); returns the
+/// reply's length. `answered` is (bytes read, bytes written) or the error.
+fn reply_to(reply: Slices<'_>, unique: u64, answered: io::Result<(usize, Option<usize>)>) -> u32 {
     let header_len = size_of::<OutHeader>();
     let (out, write_out) = match answered {
         Ok((read, None)) => (
@@ -176,11 +179,11 @@ fn reply_to(
             (out, None)
         }
     };
-    reply.copy_from(out.as_slice());
-    if let Some(w) = write_out {
-        if let Ok(rest) = reply.offset(header_len) {
-            rest.copy_from(w.as_slice());
-        }
+    let mut w = Cursor { slices: reply };
+    // The caller checked the room: these cannot come up short.
+    let _ = w.write_all(out.as_slice());
+    if let Some(wo) = write_out {
+        let _ = w.write_all(wo.as_slice());
     }
     out.len
 }
@@ -216,9 +219,6 @@ impl<'m> Parts<'m> {
         for desc in chain.clone() {
             let slice = mem.get_slice(desc.addr(), desc.len() as usize).ok()?;
             if desc.is_write_only() {
-                if parts.reply.len() == MAX_SEGMENTS {
-                    return None;
-                }
                 parts.reply.push(slice);
                 continue;
             }
@@ -234,9 +234,6 @@ impl<'m> Parts<'m> {
                 .copy_to(&mut parts.fixed[got..got + head]);
             parts.readable = parts.readable.checked_add(slice.len())?;
             if head < slice.len() {
-                if parts.data.len() == MAX_SEGMENTS {
-                    return None;
-                }
                 parts.data.push(slice.offset(head).ok()?);
             }
         }
@@ -251,14 +248,14 @@ struct Cursor<'m> {
 }
 
 impl<'m> Cursor<'m> {
-    /// `slices` past their first `skip` bytes (which must lie in the
-    /// first slice); `None` if they do not.
-    fn new(mut slices: Slices<'m>, skip: usize) -> Option<Self> {
-        if skip > 0 {
-            let first = slices.first_mut()?;
-            *first = first.offset(skip).ok()?;
+    /// `slices` past their first `skip` bytes; `None` if they hold fewer.
+    fn new(slices: Slices<'m>, skip: usize) -> Option<Self> {
+        let mut c = Cursor { slices };
+        if c.remaining() < skip {
+            return None;
         }
-        Some(Cursor { slices })
+        c.advance(skip);
+        Some(c)
     }
 
     fn remaining(&self) -> usize {
@@ -266,7 +263,7 @@ impl<'m> Cursor<'m> {
     }
 
     /// The next `count` bytes (or fewer, at the end) as file I/O buffers.
-    fn next(&self, count: usize) -> SmallVec<[FileVolatileSlice<'m>; MAX_SEGMENTS]> {
+    fn next(&self, count: usize) -> SmallVec<[FileVolatileSlice<'m>; INLINE_SEGMENTS]> {
         let mut left = count;
         let mut bufs = SmallVec::new();
         for s in &self.slices {
