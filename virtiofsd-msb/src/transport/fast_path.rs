@@ -216,13 +216,19 @@ impl<'m> Parts<'m> {
             data: Slices::new(),
             reply: Slices::new(),
         };
+        let mut seen_writable = false;
         for desc in chain.clone() {
             let slice = mem.get_slice(desc.addr(), desc.len() as usize).ok()?;
             if desc.is_write_only() {
-                parts.reply.push(slice);
+                seen_writable = true;
+                // Empty descriptors carry nothing; the cursors never see
+                // one (a copy into one would end a reply short).
+                if !slice.is_empty() {
+                    parts.reply.push(slice);
+                }
                 continue;
             }
-            if !parts.reply.is_empty() {
+            if seen_writable {
                 // Readable after writable: the general path refuses it.
                 return None;
             }

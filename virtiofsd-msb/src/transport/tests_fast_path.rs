@@ -221,6 +221,21 @@ fn linux_guest_layouts_and_many_descriptors_take_the_fast_path() {
         &descs(&r, &req, &[40, 80, 80 + 4096, 80 + 8192], &[16, 8]),
     );
     assert_eq!((used, error_of(&reply)), (24, 0));
+    // Empty descriptors anywhere (found by the virtio_chain fuzz target:
+    // an empty first reply descriptor left the reply header unwritten).
+    let (used, reply) = same_answer(
+        &r,
+        &descs(
+            &r,
+            &read_req(&r, r.fh, 0, 100),
+            &[0, 40, 40],
+            &[0, 16, 0, 0, 100],
+        ),
+    );
+    assert_eq!(used, 16 + 100);
+    assert_eq!(reply[16..], data[..100]);
+    let (used, _) = same_answer(&r, &descs(&r, &req, &[80, 80], &[0, 24, 0]));
+    assert_eq!(used, 24);
     // More descriptors than kept on the stack, headers cut anywhere.
     let cuts: Vec<usize> = (1..=2 * INLINE_SEGMENTS).map(|i| i * 5).collect();
     let (used, _) = same_answer(&r, &descs(&r, &req, &cuts, &[7, 9, 5, 3]));
