@@ -35,6 +35,7 @@ use smallvec::SmallVec;
 use virtio_queue::DescriptorChain;
 use vm_memory::{ByteValued, GuestMemory, GuestMemoryMmap, VolatileSlice};
 
+use crate::protocol::error_header;
 use crate::transport::ServedFs;
 
 /// Descriptors per side kept on the stack; longer chains spill to the heap
@@ -102,13 +103,12 @@ where
         .map(|n| (n, None))
     } else if header.opcode == Opcode::Write as u32 {
         let args: WriteIn = decode(body);
-        let data = Cursor::new(parts.data, 0)?;
+        let mut data = Cursor::new(parts.data, 0)?;
         if args.size as usize != data.remaining() || reply_room < REPLY_WITH_WRITE_OUT {
             return None;
         }
         let owner = (args.fuse_flags & WRITE_LOCKOWNER != 0).then_some(args.lock_owner);
         let delayed = args.fuse_flags & WRITE_CACHE != 0;
-        let mut data = data;
         guarded(|| {
             fs.write(
                 &ctx,
@@ -168,15 +168,11 @@ fn reply_to(reply: Slices<'_>, unique: u64, answered: io::Result<(usize, Option<
             }),
         ),
         Err(e) => {
+            // The errno fuse-backend-rs's general path answers with.
             let errno = e
                 .raw_os_error()
                 .unwrap_or_else(|| fuse_backend_rs::encode_io_error_kind(e.kind()));
-            let out = OutHeader {
-                len: header_len as u32,
-                error: -errno,
-                unique,
-            };
-            (out, None)
+            (error_header(unique, errno), None)
         }
     };
     let mut w = Cursor { slices: reply };
@@ -188,8 +184,8 @@ fn reply_to(reply: Slices<'_>, unique: u64, answered: io::Result<(usize, Option<
     out.len
 }
 
-/// A `T` from the start of `bytes` (which holds at least its size).
-fn decode<T: ByteValued + Default>(bytes: &[u8]) -> T {
+/// A `T` from the start of `bytes`; bytes past their end read as zero.
+pub(super) fn decode<T: ByteValued + Default>(bytes: &[u8]) -> T {
     let mut v = T::default();
     let n = size_of::<T>().min(bytes.len());
     v.as_mut_slice()[..n].copy_from_slice(&bytes[..n]);

@@ -7,18 +7,18 @@
 //! several); anything that cannot be read says "no" and the request is
 //! served in line, where it is checked in full.
 
-use fuse_backend_rs::abi::fuse_abi::Opcode;
+use std::mem::{offset_of, size_of};
+
+use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, ReadIn};
 use virtio_queue::DescriptorChain;
 use vm_memory::{Bytes, GuestMemory};
 
 use crate::copy_crew::MIN_SPLIT;
+use crate::transport::fast_path::decode;
 
-/// Size of `fuse_in_header`.
-const IN_HEADER_LEN: usize = 40;
-/// Offset of `opcode` in `fuse_in_header`.
-const OPCODE_AT: usize = 4;
-/// Offset of `size` in `fuse_read_in`, which follows the header.
-const READ_SIZE_AT: usize = IN_HEADER_LEN + 16;
+/// Bytes of the request read: the header and `fuse_read_in` up to and
+/// including its `size`.
+const NEEDED: usize = size_of::<InHeader>() + offset_of!(ReadIn, size) + size_of::<u32>();
 
 /// Whether `chain` asks for a `FUSE_READ` of at least [`MIN_SPLIT`] bytes.
 pub fn is_large_read<M, Mem>(mem: &Mem, chain: &DescriptorChain<M>) -> bool
@@ -26,7 +26,7 @@ where
     M: std::ops::Deref<Target = Mem> + Clone,
     Mem: GuestMemory,
 {
-    let mut head = [0u8; READ_SIZE_AT + 4];
+    let mut head = [0u8; NEEDED];
     let mut got = 0;
     for desc in chain.clone() {
         if desc.is_write_only() || got == head.len() {
@@ -41,10 +41,10 @@ where
         }
         got += n;
     }
-    let word = |at: usize| u32::from_ne_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let (header, body) = head.split_at(size_of::<InHeader>());
     got == head.len()
-        && word(OPCODE_AT) == Opcode::Read as u32
-        && word(READ_SIZE_AT) as usize >= MIN_SPLIT
+        && decode::<InHeader>(header).opcode == Opcode::Read as u32
+        && decode::<ReadIn>(body).size as usize >= MIN_SPLIT
 }
 
 #[cfg(test)]
@@ -54,17 +54,27 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{GuestAddress, GuestMemoryMmap};
 
+    use vm_memory::ByteValued;
+
     const WRITE_ONLY: u16 = 2;
     const DATA_AT: u64 = 0x8000;
+    const IN_HEADER_LEN: usize = size_of::<InHeader>();
 
-    /// A request of `len` bytes with this opcode and `fuse_read_in.size`.
+    /// The first `len` bytes of a request with this opcode and
+    /// `fuse_read_in.size`.
     fn request(opcode: u32, size: u32, len: usize) -> Vec<u8> {
-        let mut r = vec![0u8; len];
-        r[..4].copy_from_slice(&(len as u32).to_ne_bytes());
-        r[OPCODE_AT..OPCODE_AT + 4].copy_from_slice(&opcode.to_ne_bytes());
-        if len >= READ_SIZE_AT + 4 {
-            r[READ_SIZE_AT..READ_SIZE_AT + 4].copy_from_slice(&size.to_ne_bytes());
-        }
+        let header = InHeader {
+            len: len as u32,
+            opcode,
+            ..Default::default()
+        };
+        let args = ReadIn {
+            size,
+            ..Default::default()
+        };
+        let mut r = header.as_slice().to_vec();
+        r.extend_from_slice(args.as_slice());
+        r.resize(len, 0);
         r
     }
 
@@ -109,7 +119,7 @@ mod tests {
     fn small_reads_other_requests_and_short_chains_are_not() {
         assert!(!peek(&request(READ, BIG - 1, 80), &[]));
         assert!(!peek(&request(Opcode::Write as u32, BIG, 80), &[]));
-        assert!(!peek(&request(READ, BIG, READ_SIZE_AT + 3), &[]));
+        assert!(!peek(&request(READ, BIG, NEEDED - 1), &[]));
         assert!(!peek(&request(READ, BIG, IN_HEADER_LEN), &[]));
     }
 

@@ -166,14 +166,7 @@ impl<F: ServedFs> FsBackend<F> {
                 lock_waiters: self.lock_waiters.clone(),
             };
             match &self.pool {
-                Some(pool) => {
-                    let vring = vring.clone();
-                    pool.execute(move || {
-                        if req.serve() {
-                            signal(&vring);
-                        }
-                    });
-                }
+                Some(pool) => pool.execute(move || req.serve_and_signal()),
                 None => {
                     let Some(req) = self.offload_large_read(req, vring, mem) else {
                         continue;
@@ -218,13 +211,7 @@ impl<F: ServedFs> FsBackend<F> {
         {
             return Some(req);
         }
-        let vring = vring.clone();
-        let task = Box::new(move || {
-            if req.serve() {
-                signal(&vring);
-            }
-        });
-        if let Err(task) = crew.try_offload(task) {
+        if let Err(task) = crew.try_offload(Box::new(move || req.serve_and_signal())) {
             // No helper idle: served here, now.
             task();
         }
@@ -270,6 +257,15 @@ enum Handled {
 }
 
 impl<F: ServedFs> ChainRequest<F> {
+    /// Handles the request away from the queue thread's batch and notifies
+    /// the guest itself (when the ring asks).
+    fn serve_and_signal(self) {
+        let vring = self.vring.clone();
+        if self.serve() {
+            signal(&vring);
+        }
+    }
+
     /// Handles the request; returns true if the chain went to the used ring
     /// now (false when its reply is deferred to a lock waiter).
     fn serve(self) -> bool {
