@@ -530,7 +530,7 @@ fn compare_with_native(test: &str, daemon_args: &[&str], check: Option<MountChec
 
 /// Runs `names` twice more through a fresh daemon mount (pjdfstest filters
 /// by substring; only the exact names are read back); returns those that
-/// passed in a retry.
+/// passed in a retry, in the order of `names`.
 fn retry_cases(
     pjdfstest: &Path,
     config: &Path,
@@ -577,6 +577,8 @@ fn retry_cases(
             }
         }
     }
+    // In the order asked, whichever attempt each passed on.
+    passed.sort_by_key(|p| names.iter().position(|n| n == p));
     passed
 }
 
