@@ -23,7 +23,18 @@ flock 9
 
 if [ ! -f "$dir/rootfs.tar" ]; then
   echo "py-image: building $suite + $packages with mmdebstrap (cached in $dir)" >&2
-  mmdebstrap --quiet --format=tar --variant="$variant" --include="$packages" "$suite" "$dir/rootfs.tar.tmp" >&2
+  # The mirror sometimes fails a download mid-build (a CI run lost its
+  # dist-upgrade step once); three tries, 10 s and 30 s apart.
+  for try in 1 2 3; do
+    if mmdebstrap --quiet --format=tar --variant="$variant" --include="$packages" "$suite" "$dir/rootfs.tar.tmp" >&2; then
+      break
+    fi
+    rm -f "$dir/rootfs.tar.tmp"
+    [ "$try" = 3 ] && { echo "py-image: mmdebstrap failed 3 times (is the Debian mirror reachable?)" >&2; exit 1; }
+    pause=$((try == 1 ? 10 : 30))
+    echo "py-image: mmdebstrap failed (try $try of 3); again in ${pause}s" >&2
+    sleep "$pause"
+  done
   mv "$dir/rootfs.tar.tmp" "$dir/rootfs.tar"
 fi
 
