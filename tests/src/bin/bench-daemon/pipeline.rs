@@ -43,6 +43,10 @@ pub struct Figure {
     pub latencies: Vec<Duration>,
     /// Daemon CPU time per operation in microseconds (NaN natively).
     pub cpu_us_per_op: f64,
+    /// This process's CPU time per operation in microseconds: the test
+    /// frontend, which on a small host shares the CPUs with the daemon
+    /// (NaN natively).
+    pub frontend_cpu_us_per_op: f64,
 }
 
 /// The share of an operation that ran from `start` to `end` falling inside
@@ -70,6 +74,7 @@ impl Figure {
             ops_per_sec: ops / window.as_secs_f64(),
             latencies,
             cpu_us_per_op: f64::NAN,
+            frontend_cpu_us_per_op: f64::NAN,
         }
     }
 
@@ -146,6 +151,7 @@ pub fn run(driver: &FsDriver, targets: &Targets, spec: Spec) -> Result<Figure, S
         frontend,
         daemon_pid,
         cpu: (None, None),
+        frontend_cpu: (None, None),
     };
     for (q, (w, load)) in windows.iter_mut().zip(&mut loads).enumerate() {
         for slot in 0..depth {
@@ -167,6 +173,9 @@ pub fn run(driver: &FsDriver, targets: &Targets, spec: Spec) -> Result<Figure, S
     if let (Some(a), Some(b)) = run.cpu {
         fig.cpu_us_per_op = b.saturating_sub(a) as f64 / 1000.0 / run.counted;
     }
+    if let (Some(a), Some(b)) = run.frontend_cpu {
+        fig.frontend_cpu_us_per_op = b.saturating_sub(a) as f64 / 1000.0 / run.counted;
+    }
     Ok(fig)
 }
 
@@ -186,6 +195,8 @@ struct Run {
     daemon_pid: u32,
     /// Daemon CPU time at the start and the end of the measuring window.
     cpu: (Option<u64>, Option<u64>),
+    /// This process's CPU time at the same two moments.
+    frontend_cpu: (Option<u64>, Option<u64>),
 }
 
 impl Run {
@@ -204,9 +215,11 @@ impl Run {
             let stopping = now >= t1;
             if now >= t0 && self.cpu.0.is_none() {
                 self.cpu.0 = process_cpu_ns(self.daemon_pid);
+                self.frontend_cpu.0 = process_cpu_ns(std::process::id());
             }
             if stopping && self.cpu.1.is_none() {
                 self.cpu.1 = process_cpu_ns(self.daemon_pid);
+                self.frontend_cpu.1 = process_cpu_ns(std::process::id());
             }
             let mut progressed = false;
             for (q, (w, load)) in windows.iter_mut().zip(loads.iter_mut()).enumerate() {

@@ -96,29 +96,53 @@ impl Results {
     }
 
     fn cpu(&self, key: Key) -> f64 {
+        self.median_of(key, |f| f.cpu_us_per_op)
+    }
+
+    fn frontend_cpu(&self, key: Key) -> f64 {
+        self.median_of(key, |f| f.frontend_cpu_us_per_op)
+    }
+
+    /// CPUs kept busy by the daemon and the frontend together (median over
+    /// rounds): near the host's CPU count, the machine is the limit.
+    fn cpus_busy(&self, key: Key) -> f64 {
+        self.median_of(key, |f| {
+            (f.cpu_us_per_op + f.frontend_cpu_us_per_op) * f.ops_per_sec / 1e6
+        })
+    }
+
+    fn median_of(&self, key: Key, value: impl Fn(&Figure) -> f64) -> f64 {
         let runs = self.figures.get(&key);
         median(
-            runs.map(|r| r.values().map(|f| f.cpu_us_per_op).collect())
+            runs.map(|r| r.values().map(&value).collect())
                 .unwrap_or_default(),
         )
     }
 
-    /// Daemon CPU time per operation (markdown): what each daemon spends,
-    /// unaffected by how busy the machine was.
+    /// CPU time per operation (markdown): what each daemon spends, which
+    /// the machine's load barely moves, what the test frontend spends
+    /// beside it, and how many CPUs the two kept busy together.
     pub fn cpu_table(&self) -> String {
         let mut s = String::from(
-            "| op | queues | in flight per queue | virtiofsd (1 queue) µs | virtiofsd-msb µs | ours / virtiofsd |\n\
-             |---|---|---|---|---|---|\n",
+            "| op | queues | in flight per queue | virtiofsd (1 queue) µs | virtiofsd-msb µs | ours / virtiofsd \
+             | frontend µs (virtiofsd / ours) | CPUs busy (virtiofsd / ours) |\n\
+             |---|---|---|---|---|---|---|---|\n",
         );
         for op in self.ops_measured() {
             for (q, d) in self.configs(op) {
-                let theirs = self.cpu((op, 1, d, Backend::Virtiofsd));
-                let ours = self.cpu((op, q, d, Backend::Ours));
+                let theirs_key = (op, 1, d, Backend::Virtiofsd);
+                let ours_key = (op, q, d, Backend::Ours);
+                let theirs = self.cpu(theirs_key);
+                let ours = self.cpu(ours_key);
                 let _ = writeln!(
                     s,
-                    "| {} | {q} | {d} | {theirs:.1} | {ours:.1} | {} |",
+                    "| {} | {q} | {d} | {theirs:.1} | {ours:.1} | {} | {:.1} / {:.1} | {:.2} / {:.2} |",
                     op.label(),
-                    ratio(ours / theirs)
+                    ratio(ours / theirs),
+                    self.frontend_cpu(theirs_key),
+                    self.frontend_cpu(ours_key),
+                    self.cpus_busy(theirs_key),
+                    self.cpus_busy(ours_key),
                 );
             }
         }
@@ -333,7 +357,10 @@ pub fn render(results: &Results, args: &Args, fixture: &str) -> String {
         );
         s.push_str(&variants);
     }
-    s.push_str("\nDaemon CPU time per operation (all its threads):\n\n");
+    s.push_str(
+        "\nCPU time per operation: the daemon (all its threads) and the test frontend \
+         (this process), and the CPUs both kept busy:\n\n",
+    );
     s.push_str(&results.cpu_table());
     s.push_str("\nLatency per operation:\n\n");
     s.push_str(&results.latency_table());
