@@ -67,8 +67,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  $SUDO apt-get -o Acquire::Retries=3 update -qq
+  $SUDO apt-get -o Acquire::Retries=3 install -y -qq "${missing[@]}" >/dev/null
 fi
 [ -f "$tarball" ] || die "$tarball missing although $src_pkg is installed"
 

@@ -46,7 +46,7 @@ pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-
 log "downloading $pkg"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download -qq "$pkg")
+(cd "$work" && apt-get -o Acquire::Retries=3 download -qq "$pkg")
 mkdir -p "$work/x"
 dpkg-deb -x "$work"/*.deb "$work/x"
 version=$(ls "$work/x/lib/modules" | head -n1)

@@ -27,17 +27,19 @@ qemu_utils_ver=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
+  # A mirror that fails one download mid-run is retried, not fatal.
+  apt=(apt-get -o Acquire::Retries=3)
+  $SUDO "${apt[@]}" update -qq
   # qemu-system-x86 (bookworm 7.2) conflicts with a backported qemu-utils 10.x:
   # install it alone first (apt replaces qemu-utils), then qemu-utils again.
   if ! dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q 'install ok installed'; then
-    $SUDO apt-get install -y -qq qemu-system-x86 >/dev/null
+    $SUDO "${apt[@]}" install -y -qq qemu-system-x86 >/dev/null
   fi
   rest=()
   for p in "${missing[@]}"; do [ "$p" = qemu-system-x86 ] || rest+=("$p"); done
   # qemu-utils may have been removed by the step above; ask for it again.
   rest+=(qemu-utils)
-  $SUDO apt-get install -y -qq "${rest[@]}" >/dev/null
+  $SUDO "${apt[@]}" install -y -qq "${rest[@]}" >/dev/null
 else
   log "Debian packages present (qemu-utils $qemu_utils_ver)"
 fi
