@@ -26,7 +26,7 @@ if [ ! -f "$dir/rootfs.tar" ]; then
   # The mirror sometimes fails a download mid-build (a CI run lost its
   # dist-upgrade step once); three tries, 10 s and 30 s apart.
   for try in 1 2 3; do
-    if mmdebstrap --quiet --format=tar --variant="$variant" --include="$packages" "$suite" "$dir/rootfs.tar.tmp" >&2; then
+    if mmdebstrap --quiet --aptopt='Acquire::Retries "3"' --format=tar --variant="$variant" --include="$packages" "$suite" "$dir/rootfs.tar.tmp" >&2; then
       break
     fi
     rm -f "$dir/rootfs.tar.tmp"
