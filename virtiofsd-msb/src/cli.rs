@@ -71,7 +71,8 @@ pub struct Cli {
     pub thread_pool_size: usize,
 
     /// Longest a queue thread keeps looking for the next request after a batch before it
-    /// sleeps, in microseconds (adaptive: only while requests come back to back); 0 never polls
+    /// sleeps, in microseconds (adaptive: only while requests come back to back; at most half
+    /// the CPUs poll at once); 0 never polls
     #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub poll_us: u64,
 
