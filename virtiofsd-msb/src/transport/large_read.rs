@@ -52,9 +52,7 @@ mod tests {
     use super::*;
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{GuestAddress, GuestMemoryMmap};
-
-    use vm_memory::ByteValued;
+    use vm_memory::{ByteValued, GuestAddress, GuestMemoryMmap};
 
     const WRITE_ONLY: u16 = 2;
     const DATA_AT: u64 = 0x8000;

@@ -83,14 +83,14 @@ fn adapt(window: Duration, slept: Duration, max: Duration) -> Duration {
 }
 
 /// How many threads may poll at once, and how many do.
-pub struct PollSlots {
+struct PollSlots {
     busy: AtomicUsize,
     max: usize,
 }
 
 impl PollSlots {
     /// Room for `max` polling threads (at least one).
-    pub const fn new(max: usize) -> Self {
+    const fn new(max: usize) -> Self {
         PollSlots {
             busy: AtomicUsize::new(0),
             max: if max == 0 { 1 } else { max },

@@ -151,7 +151,6 @@ pub fn run(driver: &FsDriver, targets: &Targets, spec: Spec) -> Result<Figure, S
         frontend,
         daemon_pid,
         cpu: (None, None),
-        frontend_cpu: (None, None),
     };
     for (q, (w, load)) in windows.iter_mut().zip(&mut loads).enumerate() {
         for slot in 0..depth {
@@ -171,12 +170,28 @@ pub fn run(driver: &FsDriver, targets: &Targets, spec: Spec) -> Result<Figure, S
     }
     let mut fig = Figure::new(run.counted, timing.measure, run.latencies);
     if let (Some(a), Some(b)) = run.cpu {
-        fig.cpu_us_per_op = b.saturating_sub(a) as f64 / 1000.0 / run.counted;
-    }
-    if let (Some(a), Some(b)) = run.frontend_cpu {
-        fig.frontend_cpu_us_per_op = b.saturating_sub(a) as f64 / 1000.0 / run.counted;
+        let per_op = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1000.0 / run.counted;
+        fig.cpu_us_per_op = per_op(a.daemon, b.daemon);
+        fig.frontend_cpu_us_per_op = per_op(a.frontend, b.frontend);
     }
     Ok(fig)
+}
+
+/// CPU time used so far, in nanoseconds, by the daemon and by this process
+/// (the frontend).
+#[derive(Clone, Copy)]
+struct CpuSample {
+    daemon: u64,
+    frontend: u64,
+}
+
+impl CpuSample {
+    fn now(daemon_pid: u32) -> Option<CpuSample> {
+        Some(CpuSample {
+            daemon: process_cpu_ns(daemon_pid)?,
+            frontend: process_cpu_ns(std::process::id())?,
+        })
+    }
 }
 
 /// Longest time without any reply before a figure is given up.
@@ -193,10 +208,8 @@ struct Run {
     done: Vec<(usize, u32)>,
     frontend: Frontend,
     daemon_pid: u32,
-    /// Daemon CPU time at the start and the end of the measuring window.
-    cpu: (Option<u64>, Option<u64>),
-    /// This process's CPU time at the same two moments.
-    frontend_cpu: (Option<u64>, Option<u64>),
+    /// CPU time at the start and the end of the measuring window.
+    cpu: (Option<CpuSample>, Option<CpuSample>),
 }
 
 impl Run {
@@ -214,12 +227,10 @@ impl Run {
             let now = Instant::now();
             let stopping = now >= t1;
             if now >= t0 && self.cpu.0.is_none() {
-                self.cpu.0 = process_cpu_ns(self.daemon_pid);
-                self.frontend_cpu.0 = process_cpu_ns(std::process::id());
+                self.cpu.0 = CpuSample::now(self.daemon_pid);
             }
             if stopping && self.cpu.1.is_none() {
-                self.cpu.1 = process_cpu_ns(self.daemon_pid);
-                self.frontend_cpu.1 = process_cpu_ns(std::process::id());
+                self.cpu.1 = CpuSample::now(self.daemon_pid);
             }
             let mut progressed = false;
             for (q, (w, load)) in windows.iter_mut().zip(loads.iter_mut()).enumerate() {
